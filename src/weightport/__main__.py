@@ -1,0 +1,5 @@
+import sys
+
+from weightport.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,128 @@
+"""The `weightport` command: parse arguments, call the public API, print results.
+
+Exit codes: 0 success, 1 a conversion problem (the message says what and where), 2 a usage error.
+Tracebacks are shown only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from weightport import api, families, synth
+from weightport.errors import WeightportError
+from weightport.io.hf_config import LAYOUTS
+from weightport.io.safetensors import load, parse_size, read_checkpoint
+
+FORMATS = list(families.FAMILIES) + list(families.PLANNED)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="weightport", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def source_options(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("src", type=Path, help="an HF folder (config.json) or a native folder (metadata.yaml)")
+        cmd.add_argument("--to", choices=api.SIDES, help="target side (default: the other side)")
+        cmd.add_argument("--format", choices=FORMATS, metavar="NAME",
+                         help="HF format; detected from config.json on import, recorded in native checkpoints "
+                              f"that weightport wrote (one of: {', '.join(FORMATS)})")
+        cmd.add_argument("--dtype", default="auto", choices=["auto", *api.DTYPES],
+                         help="output dtype (default auto: keep the source dtype)")
+        cmd.add_argument("--hf-layout", choices=LAYOUTS,
+                         help="config.json rotary layout on export: transformers5 (`rope_parameters`) or "
+                              "transformers4 (`rope_theta`/`rope_scaling`); default: the layout the model was "
+                              "imported from, else transformers5")
+
+    convert = commands.add_parser("convert", help="convert a checkpoint folder")
+    source_options(convert)
+    convert.add_argument("dst", type=Path, help="output folder; created only when complete")
+    convert.add_argument("--max-shard-size", default="5GB", help="largest output file (default 5GB)")
+    convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    plan = commands.add_parser("plan", help="print the conversion plan (reads headers only)")
+    source_options(plan)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    demo = commands.add_parser("demo", help="write a tiny random Llama, convert it to native and back, compare")
+    demo.add_argument("dir", type=Path, nargs="?", help="where to keep the checkpoints (default: a temp folder)")
+    commands.add_parser("formats", help="list the formats")
+    return parser
+
+
+def _print_plan(plan: api.Plan) -> None:
+    print(f"{plan.family} {plan.direction}: {len(plan.steps)} steps")
+    for step in plan.steps:
+        src = ", ".join(r.name for r in step.src)
+        dst = ", ".join(f"{r.name} {list(r.shape)} {r.dtype}" for r in step.dst)
+        print(f"  {step.op:<22} {src}\n  {'':<22} -> {dst}")
+    for note in plan.notes:
+        print(f"note: {note}")
+
+
+def _convert(args: argparse.Namespace) -> None:
+    try:
+        shard = parse_size(args.max_shard_size)
+    except ValueError as err:
+        raise SystemExit(f"weightport: --max-shard-size: {err}") from None
+    start = time.perf_counter()
+    plan = api.convert(args.src, args.dst, to=args.to, format=args.format, dtype=args.dtype,
+                       hf_layout=args.hf_layout, max_shard_size=shard, overwrite=args.overwrite)
+    size = sum(math.prod(r.shape) for s in plan.steps for r in s.dst)
+    for note in plan.notes:
+        print(f"note: {note}")
+    print(f"{plan.family} {plan.direction}: wrote {len(plan.steps)} steps ({size:,} values) to {args.dst} "
+          f"in {time.perf_counter() - start:.2f}s")
+
+
+def _demo(folder: Path | None) -> None:
+    root = Path(tempfile.mkdtemp(prefix="weightport-demo-")) if folder is None else folder
+    hf, native, back = root / "hf", root / "native", root / "hf_roundtrip"
+    synth.write_hf(hf, synth.tiny_llama(), seed=0)
+    print(f"wrote a tiny random Llama HF checkpoint: {hf}")
+    plan = api.convert(hf, native)
+    print(f"converted hf -> native ({len(plan.steps)} steps): {native}")
+    plan = api.convert(native, back)
+    print(f"converted native -> hf ({len(plan.steps)} steps): {back}")
+    first, second = read_checkpoint(hf), read_checkpoint(back)
+    same_tensors = first.keys() == second.keys() and all(load(first[k]).equal(load(second[k])) for k in first)
+    same_config = json.loads((hf / "config.json").read_text()) == json.loads((back / "config.json").read_text())
+    print(f"round trip: {len(first)} tensors {'bit-exact' if same_tensors else 'DIFFER'}, "
+          f"config.json {'identical' if same_config else 'DIFFERS'}")
+    if not (same_tensors and same_config):
+        raise SystemExit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "convert":
+            _convert(args)
+        elif args.command == "plan":
+            plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout)
+            print(json.dumps(plan.as_dict(), indent=2)) if args.json else _print_plan(plan)
+        elif args.command == "demo":
+            _demo(args.dir)
+        else:
+            for name in FORMATS:
+                print(f"{name:<20} {'supported' if name in families.FAMILIES else 'planned'}")
+    except WeightportError as err:
+        if args.debug:
+            raise
+        print(f"weightport: error: {err}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("weightport: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

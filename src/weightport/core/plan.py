@@ -1,0 +1,165 @@
+"""Plans: the flat, inspectable list of tensor steps of one conversion, built from file headers alone.
+
+`build` checks coverage while it plans, and collects every problem before raising: each source tensor is
+consumed exactly once, each destination tensor produced exactly once, every native parameter of the config
+exists with the shape the config implies, and every HF tensor has the shape the rules derive from it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from weightport.core.ops import hf_shape
+from weightport.core.weights import Binding
+from weightport.errors import CoverageError, report
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A tensor by name, shape and safetensors dtype code."""
+
+    name: str
+    shape: Shape
+    dtype: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Read `src`, apply `binding`'s ops in the plan's direction, write `dst`."""
+
+    src: tuple[Ref, ...]
+    dst: tuple[Ref, ...]
+    binding: Binding
+
+    @property
+    def op(self) -> str:
+        ops = [str(op) for op in self.binding.ops]
+        many = len(self.binding.hf) > 1
+        if many:
+            ops.append(f"concat(dim={self.binding.dim})" if len(self.src) > 1 else f"split(dim={self.binding.dim})")
+        if self.src[0].dtype != self.dst[0].dtype:
+            ops.append(f"cast({self.dst[0].dtype})")
+        return " + ".join(ops) or "rename"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every tensor step of a conversion, plus the destination config and notes for the user."""
+
+    family: str
+    direction: str  # "from_hf" or "to_hf"
+    steps: tuple[Step, ...]
+    config: dict = field(repr=False)
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        refs = lambda rs: [{"name": r.name, "shape": list(r.shape), "dtype": r.dtype} for r in rs]  # noqa: E731
+        return {
+            "family": self.family,
+            "direction": self.direction,
+            "notes": list(self.notes),
+            "steps": [{"op": s.op, "src": refs(s.src), "dst": refs(s.dst)} for s in self.steps],
+            "config": self.config,
+        }
+
+
+def group(names: list[str]) -> list[str]:
+    """Names with layer indices folded: `model.layers.{0..31}.mlp.up_proj.weight`."""
+    buckets: dict[str, list[int]] = defaultdict(list)
+    for name in names:
+        match = re.search(r"\.(\d+)\.", name)
+        if match:
+            buckets[name[: match.start(1)] + "{}" + name[match.end(1) :]].append(int(match.group(1)))
+        else:
+            buckets[name].append(-1)
+    out = []
+    for key, indices in buckets.items():
+        if indices == [-1]:
+            out.append(key)
+        else:
+            idx = sorted(indices)
+            span = f"{idx[0]}..{idx[-1]}" if idx == list(range(idx[0], idx[-1] + 1)) and len(idx) > 1 else ",".join(map(str, idx))
+            out.append(key.replace("{}", "{" + span + "}"))
+    return sorted(out)
+
+
+def _part_sizes(binding: Binding, shape: Shape) -> list[int] | None:
+    count = len(binding.hf)
+    if binding.sizes is not None:
+        return list(binding.sizes) if sum(binding.sizes) == shape[binding.dim] and len(binding.sizes) == count else None
+    total = shape[binding.dim] if shape else 0
+    return [total // count] * count if shape and total % count == 0 else None
+
+
+def _hf_shapes(binding: Binding, shape: Shape, sizes: list[int]) -> list[Shape]:
+    dim = binding.dim % len(shape)
+    return [hf_shape(binding.ops, shape[:dim] + (size,) + shape[dim + 1 :]) for size in sizes]
+
+
+def build(family: str, direction: str, bindings: list[Binding], inventory: dict[str, Shape],
+          sources: dict[str, Ref], dtype: str | None, config: dict, notes: tuple[str, ...] = ()) -> Plan:
+    """Plan a conversion: `inventory` is the native model's parameters for the config, `sources` the tensors found
+    in the source files (native names without the `/weights` suffix), `dtype` an optional output dtype code."""
+    missing, extra, shapes, twice, other = [], [], [], [], []
+    active = [b for b in bindings if b.native in inventory]
+    bound = defaultdict(list)
+    for b in active:
+        bound[b.native].append(b)
+    other += [f"native tensor {n} is produced by {len(bs)} rules" for n, bs in bound.items() if len(bs) > 1]
+    other += [f"native tensor {n} {list(s)} has no rule in {family}" for n, s in inventory.items() if n not in bound]
+    if direction == "to_hf":
+        missing += [n for n in inventory if n not in sources]
+        extra += [n for n in sources if n not in inventory]
+        shapes += [f"{n}: file has {list(sources[n].shape)}, config implies {list(s)}"
+                   for n, s in inventory.items() if n in sources and sources[n].shape != s]
+    steps, seen_hf = [], {}
+    for b in active:
+        shape = inventory[b.native]
+        sizes = _part_sizes(b, shape)
+        if sizes is None:
+            other.append(f"{b.native} {list(shape)} cannot be split into {len(b.hf)} parts of {b.sizes or 'equal size'}")
+            continue
+        hf_refs = []
+        for name, hshape in zip(b.hf, _hf_shapes(b, shape, sizes)):
+            if name in seen_hf:
+                twice.append(f"{name} (by {seen_hf[name]} and {b.native})")
+            seen_hf[name] = b.native
+            if direction == "from_hf":
+                if name not in sources:
+                    missing.append(name)
+                    continue
+                if sources[name].shape != hshape:
+                    shapes.append(f"{name}: file has {list(sources[name].shape)}, config implies {list(hshape)}")
+                hf_refs.append(sources[name])
+            else:
+                hf_refs.append(Ref(name, hshape, ""))
+        if direction == "from_hf":
+            if len(hf_refs) != len(b.hf):
+                continue
+            kinds = {r.dtype for r in hf_refs}
+            if len(kinds) > 1:
+                other.append(f"{b.native} is made of HF tensors of different dtypes {sorted(kinds)}")
+            steps.append(Step(tuple(hf_refs), (Ref(b.native, shape, dtype or hf_refs[0].dtype),), b))
+        elif b.native in sources:
+            src = sources[b.native]
+            out = dtype or src.dtype
+            steps.append(Step((src,), tuple(Ref(r.name, r.shape, out) for r in hf_refs), b))
+    if direction == "from_hf":
+        extra += [n for n in sources if n not in seen_hf]
+    problems = (
+        [f"missing tensor: {n}" for n in group(missing)]
+        + [f"tensor claimed by no rule: {n}" for n in group(extra)]
+        + [f"wrong shape: {s}" for s in shapes]
+        + [f"tensor claimed twice: {s}" for s in twice]
+        + other
+    )
+    if problems:
+        side = "HF" if direction == "from_hf" else "native"
+        raise CoverageError(report(
+            f"{family} {direction}: the {side} tensors do not match the config", problems,
+            "check that the checkpoint and its config belong together and that --format is right"))
+    return Plan(family, direction, tuple(steps), config, notes)

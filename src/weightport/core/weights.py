@@ -1,0 +1,142 @@
+"""Weight rules and the walker that turns them, with a concrete native config, into resolved bindings.
+
+A binding ties one native tensor to one or more HF tensors through ops with inverses (`weightport.core.ops`).
+Leaf rules name tensors relative to their section; structural rules (`Section`, `Each`, `Switch`) nest
+sections, repeat them over blocks or named entries, and dispatch on a sub-config's `type`. A leaf takes part in
+a plan only if its native tensor exists in the native model (biases, tied output weights, optional norms), so
+family tables need no conditions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Union
+
+from weightport.core.ops import Flatten, Op
+from weightport.core.paths import MISSING, get, split
+from weightport.errors import ConfigError, SpecError
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """One native tensor from one or more HF tensors: each HF part goes through `ops`, then the parts are
+    concatenated along `dim` (equal parts, or `sizes` along `dim` in native layout). HF names holding `{expert}`
+    repeat for each of the `experts` (a config path), expert-major: `[e0.w1, e0.w3, e1.w1, ...]`."""
+
+    native: str
+    hf: str | tuple[str, ...]
+    ops: tuple[Op, ...] = ()
+    dim: int = 0
+    sizes: tuple[Any, ...] | None = None
+    experts: str | None = None
+
+
+def Fuse(native: str, *hf: str, dim: int = 0, sizes: tuple | None = None, ops: tuple = ()) -> Tensor:
+    """Concatenate several HF tensors into one native tensor: `Fuse("key_value.weight", "k_proj.weight", "v_proj.weight")`."""
+    return Tensor(native, hf, ops, dim, sizes)
+
+
+def Linear(native: str, *hf: str, ops: tuple = (), experts: str | None = None) -> tuple[Tensor, Tensor]:
+    """A linear layer's `.weight` and `.bias` (several HF layers are fused; ops apply to the weight only)."""
+    weight = Tensor(f"{native}.weight", tuple(f"{h}.weight" for h in hf), ops, experts=experts)
+    bias = Tensor(f"{native}.bias", tuple(f"{h}.bias" for h in hf), experts=experts)
+    return weight, bias
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """Rules under a native and an HF prefix, reading the sub-config at `config` (default: the native prefix)."""
+
+    native: str
+    hf: str
+    rules: tuple
+    config: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Each:
+    """Rules repeated for each `(placeholders, sub-config)` of `items(config)`; prefixes use the placeholders,
+    e.g. native `decoder.{i}` and HF `model.layers.{i}`, or `mtp_norms.{j}` with `j = i + 1`."""
+
+    native: str
+    hf: str
+    rules: tuple
+    config: str
+    items: Callable[[Any], list[tuple[dict, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """Rules chosen by the `type` of the sub-config at `config`: `options = {type: (hf prefix, rules)}`."""
+
+    native: str
+    config: str
+    options: Mapping[str, tuple[str, tuple]]
+
+
+Rule = Union[Tensor, Section, Each, Switch, tuple]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A resolved leaf: native name, HF names, ops and the native part sizes along `dim`."""
+
+    native: str
+    hf: tuple[str, ...]
+    ops: tuple[Op, ...]
+    dim: int
+    sizes: tuple[int, ...] | None
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix and name else prefix or name
+
+
+def _resolve(config: Any, value: Any, where: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    found = get(config, split(value))
+    if found is MISSING:
+        raise SpecError(f"weight rule {where}: config path {value!r} does not exist in {list(config)}")
+    return found
+
+
+def walk(rules: tuple, config: Any, native: str = "", hf: str = "") -> list[Binding]:
+    """Every binding of `rules` for a concrete (resolved) native config, with full names."""
+    out: list[Binding] = []
+    for rule in rules:
+        if isinstance(rule, tuple):
+            out += walk(rule, config, native, hf)
+        elif isinstance(rule, Tensor):
+            name = _join(native, rule.native)
+            hf_names = tuple(_join(hf, h) for h in ((rule.hf,) if isinstance(rule.hf, str) else rule.hf))
+            if rule.experts is not None:
+                count = _resolve(config, rule.experts, name)
+                hf_names = tuple(h.replace("{expert}", str(e)) for e in range(count) for h in hf_names)
+            ops = tuple(
+                replace(op, sizes=tuple(_resolve(config, s, name) for s in op.sizes)) if isinstance(op, Flatten) else op
+                for op in rule.ops
+            )
+            sizes = None if rule.sizes is None else tuple(_resolve(config, s, name) for s in rule.sizes)
+            out.append(Binding(name, hf_names, ops, rule.dim, sizes))
+        elif isinstance(rule, Section):
+            sub = get(config, split(rule.native if rule.config is None else rule.config))
+            if sub is not None and sub is not MISSING:
+                out += walk(rule.rules, sub, _join(native, rule.native), _join(hf, rule.hf))
+        elif isinstance(rule, Each):
+            for values, sub in rule.items(get(config, split(rule.config))):
+                out += walk(rule.rules, sub, _join(native, rule.native.format(**values)),
+                            _join(hf, rule.hf.format(**values)))
+        elif isinstance(rule, Switch):
+            sub = get(config, split(rule.config))
+            kind = sub.get("type") if isinstance(sub, dict) else None
+            if kind not in rule.options:
+                raise ConfigError(
+                    f"{_join(native, rule.config)} has type {kind!r}, which this format cannot hold "
+                    f"(supported: {', '.join(rule.options)})")
+            prefix, sub_rules = rule.options[kind]
+            out += walk(sub_rules, sub, _join(native, rule.native), _join(hf, prefix))
+        else:
+            raise SpecError(f"{rule!r} is not a weight rule")
+    return out

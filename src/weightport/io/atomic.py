@@ -1,0 +1,77 @@
+"""All-or-nothing output folders.
+
+`atomic_output` hands out a fresh temporary folder next to the destination and renames it into place only
+when the block that fills it finishes without an exception; on any failure, including Ctrl-C, the temporary
+folder is removed and the destination is left exactly as it was. A half-written checkpoint never appears
+under the destination name.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from weightport.errors import OutputError
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _refuse(dst: Path) -> OutputError:
+    return OutputError(f"{dst} already exists; pass --overwrite to replace it or choose another output path")
+
+
+def _commit(tmp: Path, dst: Path, overwrite: bool) -> None:
+    if not _exists(dst):
+        os.rename(tmp, dst)
+        return
+    if not overwrite:
+        raise _refuse(dst)
+    old = dst.parent / f".{dst.name}.old-{secrets.token_hex(4)}"
+    os.rename(dst, old)
+    try:
+        os.rename(tmp, dst)
+    except BaseException:
+        os.rename(old, dst)
+        raise
+    _remove(old)
+
+
+@contextmanager
+def atomic_output(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder that becomes `dst` when the block succeeds and vanishes when it fails."""
+    dst = Path(dst)
+    if _exists(dst) and not overwrite:
+        raise _refuse(dst)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.parent / f".{dst.name}.tmp-{secrets.token_hex(6)}"
+        tmp.mkdir()  # not mkdtemp: the folder keeps the umask's permissions, not 0700
+    except OSError as e:
+        raise OutputError(f"cannot create a folder in {dst.parent}: {e.strerror or e}; "
+                          f"check the path and write permission") from e
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    try:
+        _commit(tmp, dst, overwrite)
+    except BaseException as e:
+        _remove(tmp)
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot move the output into place as {dst}: {e.strerror or e}; "
+                              f"check the path and write permission") from e
+        raise

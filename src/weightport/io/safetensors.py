@@ -1,0 +1,350 @@
+"""Lazy safetensors reading and streaming sharded safetensors writing.
+
+Headers are parsed with plain `json` and validated strictly, so a conversion is planned from names, dtypes and
+shapes without touching tensor data; `load` reads exactly one tensor's byte range. The writer knows every output
+tensor up front, lays out shards, headers and offsets before any data exists, then `os.pwrite`s each tensor at its
+offset as soon as it is produced, in any order, so memory holds one tensor at a time. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import re
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import accumulate
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from weightport.errors import CoverageError, FormatError, OutputError, WeightportError, report
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U64": torch.uint64, "U32": torch.uint32,
+    "U16": torch.uint16, "U8": torch.uint8, "BOOL": torch.bool, "C64": torch.complex64, "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2, "F8_E8M0": torch.float8_e8m0fnu, "F8_E4M3FNUZ": torch.float8_e4m3fnuz,
+    "F8_E5M2FNUZ": torch.float8_e5m2fnuz}
+DTYPE_SIZES: dict[str, int] = {code: dt.itemsize for code, dt in TORCH_DTYPES.items()}
+_CODES = {dt: code for code, dt in TORCH_DTYPES.items()}
+_MAX_HEADER = 100 * 1024 * 1024
+_CHUNK = 64 * 1024 * 1024
+_NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}
+
+
+@contextmanager
+def _os_errors(cls: type[WeightportError], what: str, todo: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        raise cls(f"{what}: {e.strerror or e}; {todo}") from e
+
+
+def dtype_code(torch_dtype: torch.dtype) -> str:
+    """The safetensors dtype code of a torch dtype."""
+    if torch_dtype not in _CODES:
+        raise FormatError(f"torch dtype {torch_dtype} cannot be stored in safetensors; convert the tensor first")
+    return _CODES[torch_dtype]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """Where one tensor lives: name, dtype code, shape, file and absolute byte range."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: Path
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTensor:
+    """One tensor the writer will receive: name, dtype code and shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def _nbytes(dtype: str, shape: Sequence[int]) -> int:
+    return DTYPE_SIZES[dtype] * math.prod(shape)
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Tensor infos and the __metadata__ dict of one .safetensors file, validated strictly."""
+    path = Path(path)
+    hint = "the file is truncated or not safetensors; re-download or re-export it"
+    with _os_errors(FormatError, f"cannot read {path}", "check the path and permissions"), open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 8:
+            raise FormatError(f"{path}: only {size} bytes, too short for a safetensors header; {hint}")
+        n = int.from_bytes(f.read(8), "little")
+        if n > _MAX_HEADER or 8 + n > size:
+            raise FormatError(f"{path}: header length {n} is invalid for a {size}-byte file; {hint}")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"{path}: header is not valid UTF-8 JSON ({e}); {hint}") from None
+    if not isinstance(header, dict):
+        raise FormatError(f"{path}: header is not a JSON object; {hint}")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FormatError(f"{path}: __metadata__ must map strings to strings; {hint}")
+    base, data_len = 8 + n, size - 8 - n
+    infos: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        where = f"{path}: tensor {name!r}"
+        entry = entry if isinstance(entry, dict) else {}
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in DTYPE_SIZES:
+            raise FormatError(f"{where}: unknown dtype {dtype!r}; supported: {', '.join(DTYPE_SIZES)}")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise FormatError(f"{where}: shape {shape!r} is not a list of non-negative integers; {hint}")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= data_len):
+            raise FormatError(f"{where}: data_offsets {offsets!r} out of range for {data_len} data bytes; {hint}")
+        if offsets[1] - offsets[0] != _nbytes(dtype, shape):
+            raise FormatError(f"{where}: data_offsets {offsets!r} span {offsets[1] - offsets[0]} bytes but "
+                              f"{dtype} {shape} needs {_nbytes(dtype, shape)}; {hint}")
+        infos[name] = TensorInfo(name, dtype, tuple(shape), path, base + offsets[0], base + offsets[1])
+    ordered = sorted(infos.values(), key=lambda i: (i.start, i.end))
+    for a, b in zip(ordered, ordered[1:]):
+        if b.start < a.end:
+            raise FormatError(f"{path}: tensors {a.name!r} and {b.name!r} overlap; {hint}")
+    return infos, metadata
+
+
+def _check_unique(into: dict[str, TensorInfo], infos: dict[str, TensorInfo], problems: list[str]) -> None:
+    for name, info in infos.items():
+        if name in into:
+            problems.append(f"tensor {name!r} is in both {into[name].file.name} and {info.file.name}")
+        else:
+            into[name] = info
+
+
+def read_checkpoint(folder: Path, index_name: str = "model.safetensors.index.json",
+                    single_name: str = "model.safetensors") -> dict[str, TensorInfo]:
+    """All tensors of a checkpoint folder: the sharded files of the index if present, else the single file."""
+    folder = Path(folder)
+    index = folder / index_name
+    if not index.is_file():
+        if (folder / single_name).is_file():
+            return read_header(folder / single_name)[0]
+        raise FormatError(
+            f"no {single_name} or {index_name} in {folder}; point at a folder with safetensors weights. "
+            f"pytorch_model.bin is not read because loading it needs pickle: convert it to safetensors first")
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError("weight_map must map tensor names to file names")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise FormatError(f"{index}: cannot read weight_map ({e!r}); re-download or regenerate the index") from None
+    problems: list[str] = []
+    tensors: dict[str, TensorInfo] = {}
+    found: dict[str, set[str]] = {}  # file name in weight_map -> tensor names in that file
+    for file in sorted(set(weight_map.values())):
+        if Path(file).is_absolute() or ".." in Path(file).parts or not (folder / file).is_file():
+            problems.append(f"shard {file} listed in weight_map is missing from {folder}")
+            continue
+        infos, _ = read_header(folder / file)
+        found[file] = set(infos)
+        problems += [f"tensor {name!r} is in {file} but not in weight_map" for name in infos if name not in weight_map]
+        _check_unique(tensors, infos, problems)
+    for name, file in weight_map.items():
+        if file in found and name not in found[file]:
+            problems.append(f"tensor {name!r} is listed under {file} in weight_map but is not in that file")
+    if problems:
+        raise FormatError(report(f"{index} does not match its shards", problems,
+                                 "re-download the checkpoint or regenerate its index"))
+    return tensors
+
+
+def read_files(paths: list[Path]) -> dict[str, TensorInfo]:
+    """Union of the tensors of several .safetensors files; a name in two files is an error."""
+    problems: list[str] = []
+    tensors: dict[str, TensorInfo] = {}
+    for path in paths:
+        _check_unique(tensors, read_header(Path(path))[0], problems)
+    if problems:
+        raise FormatError(report("duplicate tensors across files", problems, "remove the stale or extra file"))
+    return tensors
+
+
+def load(info: TensorInfo) -> torch.Tensor:
+    """Read one tensor's byte range into a new torch tensor of its dtype and shape."""
+    dtype = TORCH_DTYPES[info.dtype]
+    if info.nbytes == 0:
+        return torch.empty(info.shape, dtype=dtype)
+    buf, pos = bytearray(info.nbytes), 0
+    with _os_errors(FormatError, f"cannot read tensor {info.name!r} from {info.file}", "check the file"), \
+            open(info.file, "rb", buffering=0) as f, memoryview(buf) as view:
+        while pos < len(buf):
+            got = os.preadv(f.fileno(), [view[pos:]], info.start + pos)
+            if got == 0:
+                raise FormatError(f"{info.file}: tensor {info.name!r} ends past the end of the file; re-download it")
+            pos += got
+    return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
+
+
+class ShardedWriter:
+    """Streaming writer of safetensors shards whose layout is fixed from the full tensor list up front."""
+
+    def __init__(self, folder: Path, tensors: Sequence[OutputTensor], *, max_shard_bytes: int | None,
+                 shard_names: Callable[[int], list[str]], metadata: dict[str, str] | None = None):
+        self.folder = Path(folder)
+        bad = [f"tensor {n!r} is listed {c} times" for n, c in Counter(t.name for t in tensors).items() if c > 1]
+        bad += [f"tensor {t.name!r}: unknown dtype {t.dtype!r}" for t in tensors if t.dtype not in DTYPE_SIZES]
+        if bad:
+            raise CoverageError(report("the output plan is invalid", bad, "fix the conversion plan"))
+        groups: list[list[OutputTensor]] = [[]]
+        size = 0
+        for t in tensors:
+            n = _nbytes(t.dtype, t.shape)
+            if max_shard_bytes is not None and groups[-1] and size + n > max_shard_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(t)
+            size += n
+        self.shards: list[str] = list(shard_names(len(groups)))
+        self.weight_map = {t.name: file for file, group in zip(self.shards, groups, strict=True) for t in group}
+        self.total_bytes = sum(_nbytes(t.dtype, t.shape) for t in tensors)
+        self._slots: dict[str, tuple[OutputTensor, int, int]] = {}  # name -> (plan entry, fd, absolute offset)
+        self._fds: list[int] = []
+        self._written: set[str] = set()
+        try:
+            for file, group in zip(self.shards, groups):
+                with _os_errors(OutputError, f"cannot create {self.folder / file}",
+                                "write into a fresh folder with enough free space and write permission"):
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                    self._fds.append(os.open(self.folder / file, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644))
+                    self._layout(self._fds[-1], group, metadata)
+        except BaseException:
+            self._release()
+            raise
+
+    def _layout(self, fd: int, group: list[OutputTensor], metadata: dict[str, str] | None) -> None:
+        # Largest element size first keeps every tensor aligned without gaps, as safetensors does.
+        group = sorted(group, key=lambda t: -DTYPE_SIZES[t.dtype])
+        header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata is not None else {}
+        bounds = list(accumulate((_nbytes(t.dtype, t.shape) for t in group), initial=0))
+        for t, begin, end in zip(group, bounds, bounds[1:]):
+            header[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [begin, end]}
+        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        raw += b" " * (-len(raw) % 8)
+        _pwrite_all(fd, memoryview(len(raw).to_bytes(8, "little") + raw), 0)
+        os.ftruncate(fd, 8 + len(raw) + bounds[-1])
+        self._slots.update((t.name, (t, fd, 8 + len(raw) + begin)) for t, begin in zip(group, bounds))
+
+    def _claim(self, name: str, dtype: str, shape: tuple[int, ...]) -> tuple[int, int]:
+        if not self._fds:
+            raise OutputError(f"cannot write tensor {name!r}: the writer is already closed")
+        if name not in self._slots:
+            raise CoverageError(f"tensor {name!r} is not in the output plan; it cannot be written")
+        if name in self._written:
+            raise CoverageError(f"tensor {name!r} was already written; each output tensor is written once")
+        want, fd, offset = self._slots[name]
+        if (dtype, shape) != (want.dtype, tuple(want.shape)):
+            raise CoverageError(f"tensor {name!r}: expected {want.dtype} {list(want.shape)}, "
+                                f"got {dtype} {list(shape)}; fix the conversion or the plan")
+        return fd, offset
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Check a produced tensor against the plan and write its bytes at its offset."""
+        fd, offset = self._claim(name, _CODES.get(tensor.dtype, str(tensor.dtype)), tuple(tensor.shape))
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        with _os_errors(OutputError, f"cannot write tensor {name!r} to {self.weight_map[name]}", "check free space"):
+            if flat.numel():
+                _pwrite_all(fd, memoryview(flat.view(torch.uint8).numpy()), offset)
+        self._written.add(name)
+
+    def write_bytes(self, name: str, src: TensorInfo) -> None:
+        """Copy a renamed tensor's bytes straight from its source file into place."""
+        fd, offset = self._claim(name, src.dtype, tuple(src.shape))
+        done, total = 0, src.nbytes
+        with _os_errors(OutputError, f"cannot copy tensor {name!r} from {src.file} to {self.weight_map[name]}",
+                        "check free space"), open(src.file, "rb", buffering=0) as f:
+            try:
+                while done < total and (n := os.copy_file_range(f.fileno(), fd, total - done, src.start + done,
+                                                                 offset + done)):
+                    done += n
+            except (AttributeError, OSError) as e:  # no copy_file_range here: fall back to pread/pwrite
+                if getattr(e, "errno", errno.ENOSYS) not in _NO_COPY_RANGE:
+                    raise
+            while done < total and (chunk := os.pread(f.fileno(), min(_CHUNK, total - done), src.start + done)):
+                _pwrite_all(fd, memoryview(chunk), offset + done)
+                done += len(chunk)
+        if done < total:
+            raise FormatError(f"{src.file}: tensor {src.name!r} ends past the end of the file; re-download it")
+        self._written.add(name)
+
+    def close(self) -> None:
+        """Fail with CoverageError if any planned tensor is unwritten, else fsync and close every shard."""
+        missing = [n for n in self._slots if n not in self._written] if self._fds else []
+        try:
+            if missing:
+                raise CoverageError(report("output tensors were never written", missing,
+                                           "the conversion did not produce every planned tensor"))
+            with _os_errors(OutputError, f"cannot flush shards in {self.folder}", "check free space"):
+                for fd in self._fds:
+                    os.fsync(fd)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())
+
+    def __enter__(self) -> ShardedWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close() if exc_type is None else self._release()  # no completeness check while an error propagates
+
+
+def hf_shard_names(n: int) -> list[str]:
+    """Hugging Face shard file names for n shards."""
+    return ["model.safetensors"] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+
+
+def write_hf_index(folder: Path, writer: ShardedWriter) -> None:
+    """Write model.safetensors.index.json for a writer with more than one shard."""
+    index = {"metadata": {"total_size": writer.total_bytes}, "weight_map": dict(sorted(writer.weight_map.items()))}
+    path = Path(folder) / "model.safetensors.index.json"
+    with _os_errors(OutputError, f"cannot write {path}", "check free space and permissions"):
+        if len(writer.shards) > 1:
+            path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte size such as "5GB", "500MB", "2GiB" or "1048576"."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m and m.group(2).upper()
+    if not m or unit not in _UNITS:
+        raise ValueError(f"invalid size {text!r}: give bytes or a number with a unit, e.g. 500MB, 5GB or 2GiB")
+    value = int(Decimal(m.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"invalid size {text!r}: it must be at least 1 byte")
+    return value

@@ -1,0 +1,86 @@
+"""The native (Fast-LLM) checkpoint folder: `metadata.yaml` plus `model_<k>.safetensors` files.
+
+Tensors are stored as `<parameter name>/<shard>`; only the `weights` shard is converted. weightport keeps what the
+native config cannot hold (the source `config.json`, the format and its layout) under `metadata.weightport`,
+which Fast-LLM carries along untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from weightport.errors import FormatError
+
+FAST_LLM_VERSION = "0.4.0"
+METADATA = "metadata.yaml"
+SHARD = "weights"
+
+
+def _version(text: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in str(text).split(".")[:3])
+    except ValueError:
+        return ()
+
+
+def read_metadata(folder: Path) -> dict[str, Any]:
+    """The validated `metadata.yaml` of a native checkpoint folder."""
+    path = folder / METADATA
+    try:
+        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FormatError(f"{path}: not found; a native checkpoint folder needs a metadata.yaml") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise FormatError(f"{path}: cannot be read as YAML ({err})") from err
+    if not isinstance(meta, dict):
+        raise FormatError(f"{path}: the top level must be a mapping")
+    if meta.get("format", "fast_llm") != "fast_llm":
+        raise FormatError(f"{path}: format is {meta.get('format')!r}; only the `fast_llm` format can be converted "
+                          "(convert a `distributed` checkpoint with Fast-LLM first)")
+    version = _version(meta.get("fast_llm_version"))
+    if not version or version < (0, 3, 0):
+        raise FormatError(f"{path}: fast_llm_version {meta.get('fast_llm_version')!r} is older than 0.3.0 or "
+                          "missing; re-save the checkpoint with a newer Fast-LLM")
+    base_model = (meta.get("config") or {}).get("base_model")
+    if not isinstance(base_model, dict):
+        raise FormatError(f"{path}: config.base_model is missing")
+    index = (meta.get("metadata") or {}).get("state_index")
+    if not isinstance(index, dict) or not index:
+        raise FormatError(f"{path}: metadata.state_index is missing or empty")
+    return meta
+
+
+def model_type(meta: dict[str, Any]) -> str:
+    return str(meta.get("model") or (meta.get("config") or {}).get("type") or "gpt")
+
+
+def weight_files(folder: Path, meta: dict[str, Any]) -> list[Path]:
+    """The distinct files named by the state index, in order."""
+    names = dict.fromkeys(str(f) for f in meta["metadata"]["state_index"].values())
+    for name in names:
+        if "/" in name or name.startswith("."):
+            raise FormatError(f"{folder / METADATA}: state_index names file {name!r} outside the checkpoint folder")
+    return [folder / name for name in names]
+
+
+def shard_names(count: int) -> list[str]:
+    return [f"model_{k}.safetensors" for k in range(count)]
+
+
+def metadata(base_model: dict, model: str, state_index: dict[str, str], extras: dict[str, Any]) -> dict[str, Any]:
+    """The `metadata.yaml` content Fast-LLM loads."""
+    return {
+        "config": {"base_model": base_model, "type": model},
+        "fast_llm_version": FAST_LLM_VERSION,
+        "format": "fast_llm",
+        "metadata": {"state_index": dict(sorted(state_index.items())), "weightport": extras},
+        "model": model,
+        "shards": [SHARD],
+    }
+
+
+def write_metadata(folder: Path, meta: dict[str, Any]) -> None:
+    (folder / METADATA).write_text(yaml.safe_dump(meta, sort_keys=True), encoding="utf-8")

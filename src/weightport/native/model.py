@@ -1,0 +1,91 @@
+"""The native model's parameters (names and shapes) as a function of its resolved config.
+
+This mirrors the module tree Fast-LLM builds, independently of any family declaration: a plan's native side must
+equal this inventory exactly, which is how missing, extra and mis-shaped tensors are caught on both directions.
+"""
+
+from __future__ import annotations
+
+from weightport.native.schema import blocks, has_bias
+
+Shapes = dict[str, tuple[int, ...]]
+
+
+def parameters(config: dict) -> Shapes:
+    """Every stored parameter of a resolved `gpt` base-model config, by native name."""
+    hidden = config["hidden_size"]
+    vocab = config["embeddings"]["vocab_size"]
+    out: Shapes = {"embeddings.word_embeddings_weight": (vocab, hidden)}
+    if config["embeddings"]["position_embeddings"]["enabled"]:
+        out["embeddings.position_embeddings_weight"] = (config["embeddings"]["num_position_embeddings"], hidden)
+    for i, block in enumerate(blocks(config["decoder"])):
+        out.update(_block(block, hidden, f"decoder.{i}"))
+    out.update(_norm(config["head"]["normalization"], hidden, "head.final_norm"))
+    if not config["tied_embedding_weight"]:
+        out["head.output_weights"] = (vocab, hidden)
+    return out
+
+
+def _norm(norm: dict | None, size: int, prefix: str) -> Shapes:
+    kind = None if norm is None else norm["type"]
+    if kind in ("layer_norm",):
+        return {f"{prefix}.weight": (size,), f"{prefix}.bias": (size,)}
+    if kind in ("rms_norm", "gated_rms_norm"):
+        return {f"{prefix}.weight": (size,)}
+    return {}
+
+
+def _linear(owner: dict, layer: str, name: str, out_size: int, in_size: int, bias_size: int | None = None) -> Shapes:
+    shapes: Shapes = {f"{name}.weight": (out_size, in_size)}
+    if has_bias(owner, layer):
+        shapes[f"{name}.bias"] = (bias_size if bias_size is not None else out_size,)
+    return shapes
+
+
+def _block(block: dict, hidden: int, prefix: str) -> Shapes:
+    out: Shapes = {}
+    out.update(_norm(block["pre_mixer_normalization"] or block["normalization"], hidden, f"{prefix}.norm_1"))
+    out.update(_norm(block["pre_mlp_normalization"] or block["normalization"], hidden, f"{prefix}.norm_2"))
+    out.update(_norm(block["post_mixer_normalization"], hidden, f"{prefix}.post_mixer_norm"))
+    out.update(_norm(block["post_mlp_normalization"], hidden, f"{prefix}.post_mlp_norm"))
+    if block["output_scale"]["enabled"]:
+        out[f"{prefix}.output_scale"] = (1,)
+    out.update(MIXERS[block["mixer"]["type"]](block["mixer"], hidden, f"{prefix}.mixer"))
+    out.update(MLPS[block["mlp"]["type"]](block["mlp"], hidden, f"{prefix}.mlp"))
+    return out
+
+
+def _attention(mixer: dict, hidden: int, prefix: str) -> Shapes:
+    heads, groups, size = mixer["heads"], mixer["head_groups"], mixer["head_size"]
+    kv_rows = (1 if mixer["shared_key_value"] else 2) * groups * size
+    out = _linear(mixer, "query_layer", f"{prefix}.query", heads * size, hidden)
+    out.update(_linear(mixer, "key_layer", f"{prefix}.key_value", kv_rows, hidden))
+    out.update(_linear(mixer, "dense_layer", f"{prefix}.dense", hidden, heads * size))
+    for norm in ("query_norm", "key_norm", "value_norm"):
+        out.update(_norm(mixer[norm], size, f"{prefix}.{norm}"))
+    return out
+
+
+def _mlp(mlp: dict, hidden: int, prefix: str, experts: int = 1) -> Shapes:
+    size = mlp["intermediate_size"] * experts
+    out = _linear(mlp, "layer_1", f"{prefix}.layer_1", size * (2 if mlp["gated"] else 1), hidden)
+    out.update(_linear(mlp, "layer_2", f"{prefix}.layer_2", size, hidden, bias_size=hidden))
+    out.update(_norm(mlp["pre_norm"], hidden, f"{prefix}.pre_norm"))
+    out.update(_norm(mlp["post_norm"], hidden, f"{prefix}.post_norm"))
+    return out
+
+
+def _moe(mlp: dict, hidden: int, prefix: str) -> Shapes:
+    experts = mlp["experts"]
+    out = {f"{prefix}.router.weight": (experts - mlp["shared_experts"], hidden)}
+    out.update(_mlp(mlp, hidden, prefix, experts))
+    out.update(_norm(mlp["router_normalization"], hidden, f"{prefix}.router_normalization"))
+    if mlp["router_scale"]["enabled"]:
+        out[f"{prefix}.router_scale"] = (hidden,)
+    if mlp["router_per_expert_scale"]["enabled"]:
+        out[f"{prefix}.router_per_expert_scale"] = (experts,)
+    return out
+
+
+MIXERS = {"attention": _attention}
+MLPS = {"mlp": _mlp, "moe": _moe}

@@ -1,0 +1,26 @@
+"""What a family file imports: the config and weight primitives, and `ModelSpec`.
+
+Config rules: `Rename`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`.
+Weight rules: `Tensor`, `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Each`, `Switch` (structure), with the
+layout ops `T` (transpose) and `Flatten`.
+"""
+
+from __future__ import annotations
+
+from weightport.core.config_rules import Choice, Computed, Constant, Derived, Ignore, Nested, Rename
+from weightport.core.ops import Flatten, T
+from weightport.core.spec import ModelSpec
+from weightport.core.weights import Each, Fuse, Linear, Section, Switch, Tensor
+from weightport.native.schema import blocks as _blocks
+
+
+def Blocks(native: str, hf: str, rules: tuple, config: str | None = None) -> Each:
+    """The rules of one block at each position of a block sequence: `decoder.{i}` <-> `model.layers.{i}`."""
+    return Each(f"{native}.{{i}}", f"{hf}.{{i}}", rules, config or native,
+                lambda sequence: [({"i": i}, block) for i, block in enumerate(_blocks(sequence))])
+
+
+__all__ = [
+    "Blocks", "Choice", "Computed", "Constant", "Derived", "Each", "Flatten", "Fuse", "Ignore", "Linear",
+    "ModelSpec", "Nested", "Rename", "Section", "Switch", "T", "Tensor",
+]
