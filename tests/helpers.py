@@ -1,0 +1,79 @@
+"""Shared test helpers: read whole checkpoints, compare tensors and configs, run the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import safe_open
+
+from weightport import api
+from weightport.core.paths import leaves
+
+ROOT = Path(__file__).resolve().parent
+GOLDENS = ROOT / "goldens"
+
+
+def tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of an HF or native folder, read with the reference safetensors library (native: `/weights` only)."""
+    out = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(file, "pt") as handle:
+            for key in handle.keys():
+                name, _, shard = key.partition("/")
+                if shard in ("", "weights"):
+                    assert name not in out, f"{name} stored twice"
+                    out[name] = handle.get_tensor(key)
+    return out
+
+
+def assert_same_tensors(ours: dict, reference: dict, *, upcast: bool = False) -> None:
+    """Same names, shapes and bits; with `upcast`, ours may be a narrower dtype that upcasts exactly."""
+    assert sorted(ours) == sorted(reference)
+    for name, ref in reference.items():
+        mine = ours[name]
+        assert mine.shape == ref.shape, name
+        if upcast and mine.dtype != ref.dtype:
+            mine = mine.to(ref.dtype)
+        assert mine.dtype == ref.dtype, f"{name}: {mine.dtype} != {ref.dtype}"
+        assert torch.equal(mine.view(torch.uint8) if mine.dtype != torch.bool else mine,
+                           ref.view(torch.uint8) if ref.dtype != torch.bool else ref), f"{name} differs"
+
+
+def hf_config(folder: Path) -> dict:
+    return json.loads((Path(folder) / "config.json").read_text())
+
+
+def native_meta(folder: Path) -> dict:
+    return yaml.safe_load((Path(folder) / "metadata.yaml").read_text())
+
+
+def assert_native_config_covers(ours: dict, golden: dict) -> None:
+    """Every field the golden native config sets is present in ours with the same value."""
+    mine = leaves(ours)
+    for path, value in leaves(golden).items():
+        assert path in mine, f"native field {'.'.join(path)} missing (golden: {value!r})"
+        assert mine[path] == value, f"native field {'.'.join(path)}: {mine[path]!r} != golden {value!r}"
+
+
+def assert_same_model_config(a: dict, b: dict, family: str, ignore: tuple[str, ...] = ()) -> None:
+    """Two HF configs describe the same model: equal resolved native configs, equal values for shared keys."""
+    spec = api.families.load(family)
+    assert api.import_config(spec, a)[1] == api.import_config(spec, b)[1]
+    shared = (set(a) & set(b)) - set(ignore) - {"dtype", "torch_dtype", "transformers_version"}
+    assert {k: a[k] for k in shared} == {k: b[k] for k in shared}
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real `weightport` command in a subprocess."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([sys.executable, "-m", "weightport", *map(str, args)], capture_output=True, text=True,
+                            env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"weightport {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
+    return result

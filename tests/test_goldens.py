@@ -1,0 +1,85 @@
+"""The reference conversions made by the real Fast-LLM converter (tests/goldens, see MANIFEST.md), every leg."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import weightport
+from helpers import (
+    GOLDENS, assert_native_config_covers, assert_same_model_config, assert_same_tensors, hf_config, native_meta,
+    tensors,
+)
+
+CASES = sorted(p.name for p in GOLDENS.iterdir() if (p / "case.json").is_file())
+
+
+def case(name: str) -> dict:
+    return json.loads((GOLDENS / name / "case.json").read_text())
+
+
+def by_source(source: str) -> list[str]:
+    return [c for c in CASES if case(c)["source"] == source]
+
+
+@pytest.mark.parametrize("name", by_source("hf"))
+def test_hf_import_equals_golden_native_and_comes_back_whole(name, tmp_path):
+    golden = GOLDENS / name
+    weightport.convert(golden / "hf", tmp_path / "native")
+    assert_same_tensors(tensors(tmp_path / "native"), tensors(golden / "fast_llm"), upcast=True)
+    assert_native_config_covers(native_meta(tmp_path / "native")["config"]["base_model"],
+                                native_meta(golden / "fast_llm")["config"]["base_model"])
+    weightport.convert(tmp_path / "native", tmp_path / "hf")
+    assert_same_tensors(tensors(tmp_path / "hf"), tensors(golden / "hf"))
+    assert hf_config(tmp_path / "hf") == hf_config(golden / "hf")
+
+
+@pytest.mark.parametrize("name", by_source("hf"))
+def test_hf_import_in_float32_matches_golden_dtypes(name, tmp_path):
+    golden = GOLDENS / name
+    weightport.convert(golden / "hf", tmp_path / "native", dtype="float32")
+    assert_same_tensors(tensors(tmp_path / "native"), tensors(golden / "fast_llm"))
+
+
+@pytest.mark.parametrize("name", by_source("hf"))
+def test_golden_native_exports_like_fast_llm(name, tmp_path):
+    golden = GOLDENS / name
+    weightport.convert(golden / "fast_llm", tmp_path / "hf", format=case(name)["format"])
+    assert_same_tensors(tensors(tmp_path / "hf"), tensors(golden / "roundtrip"))
+    assert_same_model_config(hf_config(tmp_path / "hf"), hf_config(golden / "roundtrip"), case(name)["format"])
+
+
+@pytest.mark.parametrize("name", by_source("fast_llm"))
+def test_native_export_equals_golden_hf_and_comes_back(name, tmp_path):
+    golden, fmt = GOLDENS / name, case(name)["format"]
+    weightport.convert(golden / "fast_llm", tmp_path / "hf", format=fmt)
+    assert_same_tensors(tensors(tmp_path / "hf"), tensors(golden / "hf"))
+    assert_same_model_config(hf_config(tmp_path / "hf"), hf_config(golden / "hf"), fmt)
+    weightport.convert(tmp_path / "hf", tmp_path / "native")
+    assert_same_tensors(tensors(tmp_path / "native"), tensors(golden / "fast_llm"))
+    weightport.convert(golden / "hf", tmp_path / "from_golden_hf", format=fmt)
+    assert_same_tensors(tensors(tmp_path / "from_golden_hf"), tensors(golden / "fast_llm"))
+
+
+def logits(cls, folder, vocab: int) -> torch.Tensor:
+    tokens = torch.randint(0, vocab, (2, 12), generator=torch.Generator().manual_seed(0))
+    model = cls.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(tokens).logits
+
+
+@pytest.mark.parametrize("name", [c for c in CASES if case(c)["hf_reload_check"].get("model_class")])
+def test_converted_checkpoints_give_the_same_logits(name, tmp_path):
+    """Through native and back gives the golden HF logits; Fast-LLM's native exported gives Fast-LLM's export's."""
+    transformers = pytest.importorskip("transformers")
+    golden, fmt = GOLDENS / name, case(name)["format"]
+    cls = getattr(transformers, case(name)["hf_reload_check"]["model_class"])
+    vocab = hf_config(golden / "hf")["vocab_size"]
+    weightport.convert(golden / "hf", tmp_path / "native", format=fmt)
+    weightport.convert(tmp_path / "native", tmp_path / "back")
+    assert torch.equal(logits(cls, golden / "hf", vocab), logits(cls, tmp_path / "back", vocab))
+    if (golden / "roundtrip").is_dir() and case(name)["source"] == "hf":
+        weightport.convert(golden / "fast_llm", tmp_path / "exported", format=fmt)
+        assert torch.equal(logits(cls, golden / "roundtrip", vocab), logits(cls, tmp_path / "exported", vocab))
