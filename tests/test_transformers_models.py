@@ -1,0 +1,79 @@
+"""Tiny real transformers models (fixed seed, random weights) through native and back: bit-exact tensors, the
+whole config.json back, and the same logits from the converted checkpoint as from the source model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import weightport
+from helpers import assert_same_tensors, hf_config, native_meta, tensors
+
+transformers = pytest.importorskip("transformers")
+
+BASE = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=128)
+LLAMA3 = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+          "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 32,
+        "beta_fast": 32.0, "beta_slow": 1.0}
+CASES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "llama_tied_bf16": ("LlamaConfig", "LlamaForCausalLM", {"tie_word_embeddings": True, "dtype": "bfloat16"}),
+    "llama_mha_biases_gelu": ("LlamaConfig", "LlamaForCausalLM",
+                              {"num_key_value_heads": 4, "attention_bias": True, "mlp_bias": True, "hidden_act": "gelu"}),
+    "llama_mqa_head_dim": ("LlamaConfig", "LlamaForCausalLM", {"num_key_value_heads": 1, "head_dim": 16}),
+    "llama_llama3_relu": ("LlamaConfig", "LlamaForCausalLM", {"rope_parameters": LLAMA3, "hidden_act": "relu"}),
+    "llama_yarn_tanh_gelu": ("LlamaConfig", "LlamaForCausalLM",
+                             {"rope_parameters": YARN, "hidden_act": "gelu_pytorch_tanh"}),
+    "mistral_swa": ("MistralConfig", "MistralForCausalLM", {"sliding_window": 8}),
+    "mistral_tied_bf16": ("MistralConfig", "MistralForCausalLM", {"tie_word_embeddings": True, "dtype": "bfloat16"}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+    "qwen2_tied_head_dim_bf16": ("Qwen2Config", "Qwen2ForCausalLM",
+                                 {"tie_word_embeddings": True, "head_dim": 16, "dtype": "bfloat16"}),
+}
+
+
+def build(name: str, folder) -> torch.nn.Module:
+    config_cls, model_cls, overrides = CASES[name]
+    dtype = getattr(torch, overrides.get("dtype", "float32"))
+    config = getattr(transformers, config_cls)(**{**BASE, **overrides})
+    torch.manual_seed(0)
+    model = getattr(transformers, model_cls)(config)
+    with torch.no_grad():
+        for param in model.parameters():  # norms too, so a mis-mapped tensor cannot hide behind ones
+            param.data = param.data.normal_(0, 0.05).to(dtype)  # buffers (rotary) stay fp32, as when loaded
+    model = model.eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def logits(model: torch.nn.Module, vocab: int) -> torch.Tensor:
+    tokens = torch.randint(0, vocab, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return model(tokens).logits
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_through_native_and_back(name, tmp_path):
+    source = build(name, tmp_path / "hf")
+    weightport.convert(tmp_path / "hf", tmp_path / "native")
+    weightport.convert(tmp_path / "native", tmp_path / "back")
+    assert_same_tensors(tensors(tmp_path / "back"), tensors(tmp_path / "hf"))
+    assert hf_config(tmp_path / "back") == hf_config(tmp_path / "hf")
+    converted = getattr(transformers, CASES[name][1]).from_pretrained(tmp_path / "back").eval()
+    assert torch.equal(logits(source, BASE["vocab_size"]), logits(converted, BASE["vocab_size"]))
+    # and native -> hf -> native gives back the native checkpoint
+    weightport.convert(tmp_path / "back", tmp_path / "native2")
+    assert_same_tensors(tensors(tmp_path / "native2"), tensors(tmp_path / "native"))
+    assert native_meta(tmp_path / "native2") == native_meta(tmp_path / "native")
+
+
+def test_dtype_option_casts_and_records_it(tmp_path):
+    build("llama", tmp_path / "hf")
+    weightport.convert(tmp_path / "hf", tmp_path / "native", dtype="bfloat16")
+    assert {t.dtype for t in tensors(tmp_path / "native").values()} == {torch.bfloat16}
+    weightport.convert(tmp_path / "native", tmp_path / "back", dtype="float32")
+    assert hf_config(tmp_path / "back")["dtype"] == "float32"
+    back, source = tensors(tmp_path / "back"), tensors(tmp_path / "hf")
+    assert all(torch.equal(back[k], source[k].to(torch.bfloat16).to(torch.float32)) for k in source)
