@@ -97,6 +97,7 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
         raise ConfigError(report(f"{spec.name} cannot represent this native config", diff))
     if original is None:
         return produced
+    original = hf_config.relayout(hf_config.normalize(original)[0], layout)
     final = produced
     for path, value in leaves(original).items():
         if get(final, path) != value and path[0] not in ("dtype", "torch_dtype"):

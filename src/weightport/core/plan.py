@@ -78,8 +78,8 @@ def group(names: list[str]) -> list[str]:
             buckets[name].append(-1)
     out = []
     for key, indices in buckets.items():
-        if indices == [-1]:
-            out.append(key)
+        if len(indices) == 1:
+            out.append(key if indices == [-1] else key.replace("{}", str(indices[0])))
         else:
             idx = sorted(indices)
             span = f"{idx[0]}..{idx[-1]}" if idx == list(range(idx[0], idx[-1] + 1)) and len(idx) > 1 else ",".join(map(str, idx))

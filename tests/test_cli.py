@@ -1,0 +1,97 @@
+"""The `weightport` command run for real in a subprocess: conversions, plans, the demo, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from safetensors.torch import load_file, save_file
+
+from helpers import GOLDENS, cli, hf_config, native_meta, tensors
+from weightport import synth
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return synth.write_hf(tmp_path / "hf", synth.tiny_llama(), seed=3)
+
+
+def test_convert_both_ways_and_plan_json(tiny, tmp_path):
+    out = cli("convert", tiny, tmp_path / "native")
+    assert "llama from_hf" in out.stdout and (tmp_path / "native" / "metadata.yaml").is_file()
+    plan = json.loads(cli("plan", tmp_path / "native", "--json").stdout)
+    assert plan["direction"] == "to_hf"
+    assert {"op": "split(dim=0)", "src": [{"name": "decoder.0.mixer.key_value.weight", "shape": [64, 64],
+                                          "dtype": "F32"}],
+            "dst": [{"name": "model.layers.0.self_attn.k_proj.weight", "shape": [32, 64], "dtype": "F32"},
+                    {"name": "model.layers.0.self_attn.v_proj.weight", "shape": [32, 64], "dtype": "F32"}]} in plan["steps"]
+    cli("convert", tmp_path / "native", tmp_path / "back", "--max-shard-size", "60KB")
+    assert len(list((tmp_path / "back").glob("model-*-of-*.safetensors"))) > 1
+    assert (tmp_path / "back" / "model.safetensors.index.json").is_file()
+    back, source = tensors(tmp_path / "back"), tensors(tiny)
+    assert back.keys() == source.keys() and all(back[k].equal(source[k]) for k in source)
+    assert hf_config(tmp_path / "back") == hf_config(tiny)
+
+
+def test_demo_runs_a_real_round_trip(tmp_path):
+    out = cli("demo", tmp_path / "demo").stdout
+    assert "bit-exact" in out and "identical" in out
+    assert (tmp_path / "demo" / "native" / "metadata.yaml").is_file()
+
+
+def test_export_layout_option(tmp_path):
+    cli("convert", GOLDENS / "llama_basic" / "hf", tmp_path / "native")
+    cli("convert", tmp_path / "native", tmp_path / "tf4", "--hf-layout", "transformers4")
+    config = hf_config(tmp_path / "tf4")
+    assert config["rope_theta"] == 10000.0 and config["rope_scaling"] is None and "rope_parameters" not in config
+    cli("convert", tmp_path / "tf4", tmp_path / "native2")
+    assert tensors(tmp_path / "native2").keys() == tensors(tmp_path / "native").keys()
+
+
+def fails(*args: str) -> str:
+    result = cli(*args, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_unknown_config_key_is_an_error_and_writes_nothing(tiny, tmp_path):
+    config = hf_config(tiny)
+    config["attention_sinks"] = 4
+    (tiny / "config.json").write_text(json.dumps(config))
+    err = fails("convert", tiny, tmp_path / "out")
+    assert "unknown key 'attention_sinks'" in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("missing", "missing tensor: model.layers.1.mlp.up_proj.weight"),
+    ("extra", "tensor claimed by no rule: model.layers.0.self_attn.rotary_emb.inv_freq"),
+    ("shape", "wrong shape: model.layers.1.mlp.up_proj.weight: file has [127, 64], config implies [128, 64]"),
+])
+def test_broken_tensors_are_reported_and_write_nothing(tiny, tmp_path, damage, expected):
+    weights = load_file(tiny / "model.safetensors")
+    name = "model.layers.1.mlp.up_proj.weight"
+    if damage == "missing":
+        del weights[name]
+    elif damage == "extra":
+        weights["model.layers.0.self_attn.rotary_emb.inv_freq"] = weights["model.norm.weight"][:8].clone()
+    else:
+        weights[name] = weights[name][:127].clone()
+    save_file(weights, tiny / "model.safetensors")
+    assert expected in fails("convert", tiny, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_bad_input_and_usage(tiny, tmp_path):
+    assert "neither config.json" in fails("convert", tmp_path / "nowhere", tmp_path / "out")
+    cli("convert", tiny, tmp_path / "native")
+    assert "--overwrite" in fails("convert", tiny, tmp_path / "native")
+    cli("convert", tiny, tmp_path / "native", "--overwrite")
+    meta = native_meta(tmp_path / "native")
+    del meta["metadata"]["weightport"]
+    (tmp_path / "native" / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    assert "pass --format" in fails("convert", tmp_path / "native", tmp_path / "out")
+    assert cli("convert", tiny, tmp_path / "x", "--dtype", "int8", check=False).returncode == 2
+    assert "mistral" in cli("formats").stdout

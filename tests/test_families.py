@@ -1,0 +1,116 @@
+"""Static checks over every registered family: the fixture config.json converts both ways unchanged, every
+native architecture field is claimed by a rule, and what a family cannot hold is refused with its path."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+import weightport
+
+from weightport import api, families, synth
+from weightport.core.config_rules import Choice, Ignore, Nested, rule_key
+from weightport.errors import ConfigError, CoverageError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hf_configs"
+ROPE = {
+    "default": {"rope_type": "default", "rope_theta": 10000.0},
+    "llama3": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    "yarn": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "attention_factor": 1.1,
+             "beta_fast": 32.0, "beta_slow": 1.0, "original_max_position_embeddings": 64},
+}
+
+
+def fixture(name: str) -> dict:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def all_rules(rules: tuple):
+    for rule in rules:
+        yield rule
+        if isinstance(rule, Nested):
+            yield from all_rules(rule.rules)
+        elif isinstance(rule, Choice):
+            for _, sub in rule.options.values():
+                yield from all_rules(sub)
+
+
+@pytest.mark.parametrize("name", families.FAMILIES)
+def test_family_declaration_is_well_formed(name):
+    spec = families.load(name)
+    keys = [rule_key(r) for r in spec.config]
+    assert len(keys) == len(set(keys)), "two rules claim the same path"
+    assert all(r.reason.strip() for r in all_rules(spec.config) if isinstance(r, Ignore))
+    assert families.detect(spec.model_type) == name
+
+
+@pytest.mark.parametrize("rope", ROPE)
+@pytest.mark.parametrize("name", families.FAMILIES)
+def test_every_architecture_field_is_claimed_and_the_config_comes_back(name, rope):
+    spec = families.load(name)
+    source = fixture(name) | {"rope_parameters": ROPE[rope]}
+    explicit, native, layout = api.import_config(spec, source)
+    # to_hf fails closed if any architecture field of the resolved config has no rule
+    assert api.export_config(spec, native, layout, original=source) == source
+    assert api.import_config(spec, api.export_config(spec, native, layout))[1] == native
+
+
+@pytest.mark.parametrize("name", families.FAMILIES)
+@pytest.mark.parametrize("path, value", [
+    (("decoder", "block", "mixer", "query_norm"), {"type": "rms_norm", "epsilon": 1e-6, "zero_centered": False}),
+    (("decoder", "block", "normalization", "type"), "layer_norm"),
+    (("head", "final_logit_softcap"), 30.0),
+    (("embeddings", "embedding_scale"), 2.0),
+    (("peft", "type"), "lora"),
+])
+def test_what_a_family_cannot_hold_is_refused(name, path, value):
+    spec = families.load(name)
+    native = copy.deepcopy(api.import_config(spec, fixture(name))[1])
+    target = native
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ConfigError, match=".".join(path[:3])):
+        api.export_config(spec, native, "transformers5")
+
+
+def test_llama_refuses_a_sliding_window_and_mistral_keeps_it():
+    native = api.import_config(families.load("mistral"), fixture("mistral") | {"sliding_window": 16})[1]
+    assert native["decoder"]["block"]["mixer"]["window_size"] == 16
+    with pytest.raises(ConfigError, match="window_size"):
+        api.export_config(families.load("llama"), native, "transformers5")
+
+
+def test_all_config_problems_are_reported_together():
+    source = fixture("llama") | {"attention_sinks": 4, "hidden_act": "gelu_fast"}
+    del source["num_hidden_layers"]
+    with pytest.raises(ConfigError) as err:
+        api.import_config(families.load("llama"), source)
+    message = str(err.value)
+    assert "3 problems" in message
+    assert "attention_sinks" in message and "gelu_fast" in message and "num_hidden_layers" in message
+
+
+def test_qwen2_sliding_window_and_inconsistent_layer_types_are_refused():
+    spec = families.load("qwen2")
+    with pytest.raises(ConfigError, match="use_sliding_window"):
+        api.import_config(spec, fixture("qwen2") | {"use_sliding_window": True})
+    with pytest.raises(ConfigError, match="layer_types"):
+        api.import_config(spec, fixture("qwen2") | {"layer_types": ["full_attention", "sliding_attention"]})
+    explicit = api.import_config(spec, fixture("qwen2") | {"head_dim": 16})[1]
+    assert explicit["decoder"]["block"]["mixer"]["head_size"] == 16
+
+
+def test_a_tied_checkpoint_that_still_has_lm_head_is_refused(tmp_path):
+    folder = synth.write_hf(tmp_path / "hf", synth.tiny_llama(tie_word_embeddings=True))
+    weights = load_file(folder / "model.safetensors")
+    weights["lm_head.weight"] = weights["model.embed_tokens.weight"].clone()
+    save_file(weights, folder / "model.safetensors")
+    with pytest.raises(CoverageError, match="tensor claimed by no rule: lm_head.weight"):
+        weightport.convert(folder, tmp_path / "native")
+    assert not (tmp_path / "native").exists()
