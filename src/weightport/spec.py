@@ -1,7 +1,7 @@
 """What a family file imports: the config and weight primitives, and `ModelSpec`.
 
 Config rules: `Rename`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`.
-Weight rules: `Tensor`, `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Each`, `Switch` (structure), with the
+Weight rules: `Tensor`, `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Items`, `Each`, `Switch` (structure), with the
 layout ops `T` (transpose) and `Flatten`.
 """
 
@@ -20,7 +20,13 @@ def Blocks(native: str, hf: str, rules: tuple, config: str | None = None) -> Eac
                 lambda sequence: [({"i": i}, block) for i, block in enumerate(_blocks(sequence))])
 
 
+def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each:
+    """The rules once per entry of a dict of sub-configs: `mixers.{name}` <-> `mixers.{name}` (stochastic mixers)."""
+    return Each(f"{native}.{{name}}", f"{hf}.{{name}}", rules, config or native,
+                lambda entries: [({"name": name}, sub) for name, sub in entries.items()])
+
+
 __all__ = [
-    "Blocks", "Choice", "Computed", "Constant", "Derived", "Each", "Flatten", "Fuse", "Ignore", "Linear",
+    "Blocks", "Items", "Choice", "Computed", "Constant", "Derived", "Each", "Flatten", "Fuse", "Ignore", "Linear",
     "ModelSpec", "Nested", "Rename", "Section", "Switch", "T", "Tensor",
 ]

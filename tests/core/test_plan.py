@@ -138,7 +138,8 @@ def test_hf_name_claimed_twice() -> None:
 
 def test_native_tensor_with_no_rule() -> None:
     inv = inventory() | {"decoder.0.output_scale": (1,)}
-    assert "native tensor decoder.0.output_scale [1] has no rule in toy" in coverage_error(from_hf, refs(hf_shapes()), inv)
+    message = coverage_error(from_hf, refs(hf_shapes()), inv)
+    assert "native tensor decoder.0.output_scale [1] has no rule in toy" in message
 
 
 def test_native_tensor_with_two_rules() -> None:

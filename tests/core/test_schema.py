@@ -68,7 +68,8 @@ def test_resolve_rejects_unknown_field_with_path() -> None:
 
 
 def test_resolve_rejects_field_of_another_type() -> None:
-    with pytest.raises(ConfigError, match=r"unknown field\(s\) head.normalization.bias for normalization type 'rms_norm'"):
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) head.normalization.bias "
+                                          r"for normalization type 'rms_norm'"):
         resolve("gpt", {"head": {"normalization": {"type": "rms_norm", "bias": {}}}})
 
 

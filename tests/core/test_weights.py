@@ -109,7 +109,8 @@ def test_switch_unsupported_type() -> None:
 
 
 def test_experts_expand_expert_major() -> None:
-    rule = Tensor("layer_1.weight", ("experts.{expert}.w1.weight", "experts.{expert}.w3.weight"), experts="moe.experts")
+    hf = ("experts.{expert}.w1.weight", "experts.{expert}.w3.weight")
+    rule = Tensor("layer_1.weight", hf, experts="moe.experts")
     [binding] = walk((rule,), {"moe": {"experts": 2}}, hf="mlp")
     assert binding.hf == ("mlp.experts.0.w1.weight", "mlp.experts.0.w3.weight",
                           "mlp.experts.1.w1.weight", "mlp.experts.1.w3.weight")

@@ -132,7 +132,10 @@ def from_hf(rules: tuple, hf: dict, family: str, metadata_keys: frozenset[str]) 
     for path, value in leaves(hf).items():
         if not path or path[0] in metadata_keys or path[-1] in metadata_keys:
             continue
-        if not any(path[: len(c)] == c for c in run.hf_claims):
+        claimed = any(path[: len(c)] == c for c in run.hf_claims)
+        if value is None:  # a null section counts as absent: claimed if any rule reads inside it
+            claimed = claimed or any(c[: len(path)] == path for c in run.hf_claims)
+        if not claimed:
             run.problems.append(f"unknown key {dotted(path)!r} (value {value!r})")
     if run.problems:
         raise ConfigError(report(
@@ -179,7 +182,11 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
                 if rule.default is MISSING:
                     run.problems.append(f"missing key {dotted(path)!r}")
                     continue
-                value = rule.default(section) if callable(rule.default) else rule.default
+                try:
+                    value = rule.default(section) if callable(rule.default) else rule.default
+                except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+                    run.problems.append(f"missing key {dotted(path)!r}, and no default could be derived: {err!r}")
+                    continue
             elif rule.values is not None:
                 if value not in rule.values:
                     run.problems.append(
