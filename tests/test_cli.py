@@ -26,7 +26,11 @@ def test_convert_both_ways_and_plan_json(tiny, tmp_path):
                                           "dtype": "F32"}],
             "dst": [{"name": "model.layers.0.self_attn.k_proj.weight", "shape": [32, 64], "dtype": "F32"},
                     {"name": "model.layers.0.self_attn.v_proj.weight", "shape": [32, 64], "dtype": "F32"}]} in plan["steps"]
+    (tiny / "tokenizer.json").write_text('{"version": "1.0"}')
+    out = cli("convert", tiny, tmp_path / "native", "--overwrite")
+    assert "carries 1 other file(s) unchanged: tokenizer.json" in out.stdout
     cli("convert", tmp_path / "native", tmp_path / "back", "--max-shard-size", "60KB")
+    assert (tmp_path / "back" / "tokenizer.json").read_text() == '{"version": "1.0"}'
     assert len(list((tmp_path / "back").glob("model-*-of-*.safetensors"))) > 1
     assert (tmp_path / "back" / "model.safetensors.index.json").is_file()
     back, source = tensors(tmp_path / "back"), tensors(tiny)

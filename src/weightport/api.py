@@ -7,6 +7,8 @@ into a temporary folder that is renamed into place only when everything has been
 from __future__ import annotations
 
 import copy
+import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,12 @@ GENERIC_HF_KEYS = frozenset({
 })
 
 
+# Files that are weights or are rewritten; every other top-level file of an HF folder (tokenizer, generation config,
+# chat template, ...) is carried unchanged, kept in the native folder under `hf_files/`.
+_NOT_CARRIED = re.compile(r".*\.(safetensors|bin|pt|pth|ckpt|gguf|h5|msgpack)$|.*\.index\.json$|^config\.json$|^\.")
+CARRIED_FOLDER = "hf_files"
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint folder of either side, opened from its config and headers (no tensor data read)."""
@@ -61,6 +69,14 @@ class Checkpoint:
     hf_config: dict | None  # the source config.json, or the one recorded in native metadata
     hf_layout: str
     notes: list[str]
+
+    @property
+    def carried(self) -> list[Path]:
+        """Other files of the HF checkpoint (tokenizer, ...) that conversions carry along unchanged."""
+        folder = self.path if self.side == "hf" else self.path / CARRIED_FOLDER
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.is_file() and not _NOT_CARRIED.match(p.name))
 
 
 def _resolve(spec: ModelSpec, explicit: dict) -> dict:
@@ -183,15 +199,18 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     if hf_layout is not None and hf_layout not in hf_config.LAYOUTS:
         raise ConfigError(f"--hf-layout {hf_layout!r} is not one of {', '.join(hf_config.LAYOUTS)}")
     code = None if dtype == "auto" else DTYPES[dtype]
+    notes = tuple(src.notes)
+    if src.carried:
+        notes += (f"carries {len(src.carried)} other file(s) unchanged: {', '.join(p.name for p in src.carried)}",)
     bindings = walk(src.spec.weights, src.config)
     inventory = parameters(src.config)
     sources = {name: Ref(name, info.shape, info.dtype) for name, info in src.tensors.items()}
     if to == "native":
         extras = {"format": src.spec.name, "hf_layout": src.hf_layout, "hf_config": src.hf_config}
         config = {"base_model": src.explicit, "model": src.spec.native_model, "weightport": extras}
-        return build(src.spec.name, "from_hf", bindings, inventory, sources, code, config, tuple(src.notes))
+        return build(src.spec.name, "from_hf", bindings, inventory, sources, code, config, notes)
     layout = hf_layout or src.hf_layout
-    out = build(src.spec.name, "to_hf", bindings, inventory, sources, code, {}, tuple(src.notes))
+    out = build(src.spec.name, "to_hf", bindings, inventory, sources, code, {}, notes)
     config = export_config(src.spec, src.config, layout, src.hf_config)
     dtypes = {ref.dtype for step in out.steps for ref in step.dst}
     if len(dtypes) == 1 and dtypes <= set(DTYPE_NAMES):
@@ -221,6 +240,10 @@ def convert(source: str | Path, destination: str | Path, *, to: str | None = Non
             run(the_plan, lambda ref: safetensors.load(src.tensors[ref.name]), write,
                 lambda s, d: writer.write_bytes(d.name + suffix, src.tensors[s.name]), progress)
             writer.close()
+        carried_to = tmp / CARRIED_FOLDER if to_native and src.carried else tmp
+        carried_to.mkdir(exist_ok=True)
+        for file in src.carried:
+            shutil.copyfile(file, carried_to / file.name)
         if to_native:
             meta = native_ckpt.metadata(src.explicit, src.spec.native_model, writer.weight_map,
                                         the_plan.config["weightport"])
