@@ -29,6 +29,10 @@ CASES = {
     "mistral_swa": ("MistralConfig", "MistralForCausalLM", {"sliding_window": 8}),
     "mistral_tied_bf16": ("MistralConfig", "MistralForCausalLM", {"tie_word_embeddings": True, "dtype": "bfloat16"}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2}),
+    "mixtral_tied_swa": ("MixtralConfig", "MixtralForCausalLM",
+                         {"num_local_experts": 3, "num_experts_per_tok": 1, "tie_word_embeddings": True,
+                          "sliding_window": 8}),
     "qwen2_tied_head_dim_bf16": ("Qwen2Config", "Qwen2ForCausalLM",
                                  {"tie_word_embeddings": True, "head_dim": 16, "dtype": "bfloat16"}),
 }

@@ -213,9 +213,9 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     out = build(src.spec.name, "to_hf", bindings, inventory, sources, code, {}, notes)
     config = export_config(src.spec, src.config, layout, src.hf_config)
     dtypes = {ref.dtype for step in out.steps for ref in step.dst}
+    keys = [k for k in ("dtype", "torch_dtype") if k in (src.hf_config or {"dtype": None})]
     if len(dtypes) == 1 and dtypes <= set(DTYPE_NAMES):
-        key = "torch_dtype" if src.hf_config and "torch_dtype" in src.hf_config else "dtype"
-        config[key] = DTYPE_NAMES[dtypes.pop()]
+        config.update(dict.fromkeys(keys, DTYPE_NAMES[dtypes.pop()]))
     return Plan(out.family, out.direction, out.steps, config, out.notes)
 
 

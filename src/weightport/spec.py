@@ -1,7 +1,8 @@
 """What a family file imports: the config and weight primitives, and `ModelSpec`.
 
 Config rules: `Rename`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`.
-Weight rules: `Tensor`, `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Items`, `Each`, `Switch` (structure), with the
+Weight rules: `Tensor`, `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Items`, `Each`, `Repeat`, `Switch`
+(structure); `override` replaces rules of a table by key, with the
 layout ops `T` (transpose) and `Flatten`.
 """
 
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 from weightport.core.config_rules import Choice, Computed, Constant, Derived, Ignore, Nested, Rename
 from weightport.core.ops import Flatten, T
-from weightport.core.spec import ModelSpec
-from weightport.core.weights import Each, Fuse, Linear, Section, Switch, Tensor
+from weightport.core.spec import ModelSpec, override
+from weightport.core.weights import Each, Fuse, Linear, Repeat, Section, Switch, Tensor
 from weightport.native.schema import blocks as _blocks
 
 
@@ -28,5 +29,5 @@ def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each
 
 __all__ = [
     "Blocks", "Items", "Choice", "Computed", "Constant", "Derived", "Each", "Flatten", "Fuse", "Ignore", "Linear",
-    "ModelSpec", "Nested", "Rename", "Section", "Switch", "T", "Tensor",
+    "ModelSpec", "Nested", "Rename", "Repeat", "Section", "Switch", "T", "Tensor", "override",
 ]

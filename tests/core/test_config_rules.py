@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from weightport.core.config_rules import (
-    Choice, Computed, Constant, Derived, Ignore, Nested, Rename, check_computed, from_hf, override, rule_key, to_hf,
+    Choice, Computed, Constant, Derived, Ignore, Nested, Rename, check_computed, from_hf, to_hf,
 )
+from weightport.core.spec import override, rule_key
 from weightport.errors import ConfigError, SpecError
 
 META = frozenset({"model_type", "torch_dtype", "id2label"})

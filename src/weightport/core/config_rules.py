@@ -92,24 +92,6 @@ class Nested:
 Rule = Union[Rename, Constant, Derived, Computed, Ignore, Choice, Nested]
 
 
-def rule_key(rule: Rule) -> str:
-    """The path a rule is known by; a variant replaces a family's rule by giving one with the same key."""
-    if getattr(rule, "native", None) is not None:
-        return rule.native
-    if getattr(rule, "hf", None) is not None:
-        return "hf:" + rule.hf
-    raise SpecError(f"{rule!r} names neither a native nor an HF path")
-
-
-def override(rules: tuple, replacements: tuple) -> tuple:
-    """`rules` with each rule of `replacements` put in place of the rule with the same key (or appended)."""
-    by_key = {rule_key(r): r for r in replacements}
-    if len(by_key) != len(replacements):
-        raise SpecError("two replacement rules claim the same path")
-    out = tuple(by_key.pop(rule_key(r), r) for r in rules)
-    return out + tuple(by_key.values())
-
-
 @dataclass
 class _Run:
     family: str

@@ -10,6 +10,7 @@ family tables need no conditions.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Union
 
@@ -37,11 +38,22 @@ def Fuse(native: str, *hf: str, dim: int = 0, sizes: tuple | None = None, ops: t
     return Tensor(native, hf, ops, dim, sizes)
 
 
-def Linear(native: str, *hf: str, ops: tuple = (), experts: str | None = None) -> tuple[Tensor, Tensor]:
+@dataclass(frozen=True, slots=True)
+class Linear:
     """A linear layer's `.weight` and `.bias` (several HF layers are fused; ops apply to the weight only)."""
-    weight = Tensor(f"{native}.weight", tuple(f"{h}.weight" for h in hf), ops, experts=experts)
-    bias = Tensor(f"{native}.bias", tuple(f"{h}.bias" for h in hf), experts=experts)
-    return weight, bias
+
+    native: str
+    hf: tuple[str, ...]
+    ops: tuple[Op, ...] = ()
+    experts: str | None = None
+
+    def __init__(self, native: str, *hf: str, ops: tuple = (), experts: str | None = None) -> None:
+        for name, value in (("native", native), ("hf", hf), ("ops", ops), ("experts", experts)):
+            object.__setattr__(self, name, value)
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        weight = Tensor(f"{self.native}.weight", tuple(f"{h}.weight" for h in self.hf), self.ops, experts=self.experts)
+        return weight, Tensor(f"{self.native}.bias", tuple(f"{h}.bias" for h in self.hf), experts=self.experts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +79,19 @@ class Each:
 
 
 @dataclass(frozen=True, slots=True)
+class Repeat:
+    """Rules `count` times (a config path) over the same sub-config at `config`, for i in `start .. count-1`;
+    prefixes may do index arithmetic: native `multi_token_prediction.heads.{i-1}` <-> HF `model.mtp_norms.{i}`."""
+
+    native: str
+    hf: str
+    rules: tuple
+    count: str
+    config: str = ""
+    start: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Switch:
     """Rules chosen by the `type` of the sub-config at `config`: `options = {type: (hf prefix, rules)}`."""
 
@@ -75,7 +100,7 @@ class Switch:
     options: Mapping[str, tuple[str, tuple]]
 
 
-Rule = Union[Tensor, Section, Each, Switch, tuple]
+Rule = Union[Tensor, Linear, Section, Each, Repeat, Switch, tuple]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +118,15 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix and name else prefix or name
 
 
+def _format(template: str, values: dict[str, int | str]) -> str:
+    """`"layers.{i+1}"` with i = 2 -> `"layers.3"`: placeholders with optional integer offsets."""
+    def one(match: re.Match) -> str:
+        value = values[match.group(1)]
+        return str(value + int(match.group(2)) if match.group(2) else value)
+
+    return re.sub(r"\{(\w+)([+-]\d+)?\}", one, template)
+
+
 def _resolve(config: Any, value: Any, where: str) -> Any:
     if not isinstance(value, str):
         return value
@@ -108,6 +142,8 @@ def walk(rules: tuple, config: Any, native: str = "", hf: str = "") -> list[Bind
     for rule in rules:
         if isinstance(rule, tuple):
             out += walk(rule, config, native, hf)
+        elif isinstance(rule, Linear):
+            out += walk(rule.tensors(), config, native, hf)
         elif isinstance(rule, Tensor):
             name = _join(native, rule.native)
             hf_names = tuple(_join(hf, h) for h in ((rule.hf,) if isinstance(rule.hf, str) else rule.hf))
@@ -126,8 +162,13 @@ def walk(rules: tuple, config: Any, native: str = "", hf: str = "") -> list[Bind
                 out += walk(rule.rules, sub, _join(native, rule.native), _join(hf, rule.hf))
         elif isinstance(rule, Each):
             for values, sub in rule.items(get(config, split(rule.config))):
-                out += walk(rule.rules, sub, _join(native, rule.native.format(**values)),
-                            _join(hf, rule.hf.format(**values)))
+                out += walk(rule.rules, sub, _join(native, _format(rule.native, values)),
+                            _join(hf, _format(rule.hf, values)))
+        elif isinstance(rule, Repeat):
+            sub = get(config, split(rule.config))
+            for i in range(rule.start, _resolve(config, rule.count, rule.native)):
+                out += walk(rule.rules, sub, _join(native, _format(rule.native, {"i": i})),
+                            _join(hf, _format(rule.hf, {"i": i})))
         elif isinstance(rule, Switch):
             sub = get(config, split(rule.config))
             kind = sub.get("type") if isinstance(sub, dict) else None

@@ -97,9 +97,10 @@ BLOCK = (
     Tensor("norm_1.weight", "input_layernorm.weight"),
     Tensor("norm_2.weight", "post_attention_layernorm.weight"),
 )
+LAYERS = "model.layers"
 WEIGHTS = (
     Tensor("embeddings.word_embeddings_weight", "model.embed_tokens.weight"),
-    Blocks("decoder", "model.layers", BLOCK),
+    Blocks("decoder", LAYERS, BLOCK),
     Tensor("head.final_norm.weight", "model.norm.weight"),
     Tensor("head.output_weights", "lm_head.weight"),
 )

@@ -6,7 +6,7 @@ equal this inventory exactly, which is how missing, extra and mis-shaped tensors
 
 from __future__ import annotations
 
-from weightport.native.schema import blocks, has_bias
+from weightport.native.schema import blocks, has_bias, prediction_blocks
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -21,6 +21,9 @@ def parameters(config: dict) -> Shapes:
     for i, block in enumerate(blocks(config["decoder"])):
         out.update(_block(block, hidden, f"decoder.{i}"))
     out.update(_norm(config["head"]["normalization"], hidden, "head.final_norm"))
+    for j, block in enumerate(prediction_blocks(config)):  # extra heads' output weights are tied, never stored
+        out.update(_block(block, hidden, f"multi_token_prediction.blocks.{j}"))
+        out.update(_norm(config["head"]["normalization"], hidden, f"multi_token_prediction.heads.{j}.final_norm"))
     if not config["tied_embedding_weight"]:
         out["head.output_weights"] = (vocab, hidden)
     return out

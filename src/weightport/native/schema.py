@@ -205,6 +205,11 @@ def blocks(sequence: dict) -> list[dict]:
     return [sequence["blocks"][pattern[i % len(pattern)]] for i in range(count)]
 
 
+def prediction_blocks(config: dict) -> list[dict]:
+    """The extra blocks of multi-token prediction: one copy of the decoder's last block per extra head."""
+    return [blocks(config["decoder"])[-1]] * (config["head"]["prediction_heads"] - 1)
+
+
 def block_names(sequence: dict) -> list[str]:
     """The block name at each position (`""` for every position of a fixed sequence)."""
     if sequence["type"] == "fixed":

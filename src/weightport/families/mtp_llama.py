@@ -1,0 +1,27 @@
+"""MTP-Llama (`mtp_llama`, `MTPLlamaForCausalLM`, remote code): Llama with multi-token prediction.
+
+`prediction_heads` = P: the last decoder layer and P-1 extra blocks (`model.mtp_heads.<j>`, natively
+`multi_token_prediction.blocks.<j>`) each feed a head with its own final norm (`model.mtp_norms.<k>`, k = 0 for
+the main head; there is no `model.norm`). All heads share one output projection, stored once.
+"""
+
+from weightport.families import llama
+from weightport.spec import Constant, Ignore, Rename, Repeat, Tensor
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_mtp_llama.MTPLlamaConfig",
+    "AutoModel": "modeling_mtp_llama.MTPLlamaModel",
+    "AutoModelForCausalLM": "modeling_mtp_llama.MTPLlamaForCausalLM",
+}
+
+SPEC = llama.SPEC.extend(name="mtp_llama", architecture="MTPLlamaForCausalLM", config=(
+    Rename("head.prediction_heads", "prediction_heads"),
+    Constant(AUTO_MAP, hf="auto_map", reason="the transformers classes are remote code"),
+    Ignore(hf="rope_theta", reason="a stale duplicate of rope_parameters.rope_theta written by the config class"),
+), weights=(
+    Tensor("head.final_norm.weight", "model.mtp_norms.0.weight"),
+    Repeat("multi_token_prediction.blocks.{i-1}", "model.mtp_heads.{i-1}", llama.BLOCK,
+           count="head.prediction_heads", start=1, config="decoder.block"),
+    Repeat("multi_token_prediction.heads.{i-1}", "model.mtp_norms.{i}", (Tensor("final_norm.weight", "weight"),),
+           count="head.prediction_heads", start=1, config="head"),
+))
