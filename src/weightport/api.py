@@ -28,7 +28,7 @@ from weightport.io import hf_config, safetensors
 from weightport.io.atomic import atomic_output
 from weightport.native import checkpoint as native_ckpt
 from weightport.native.model import parameters
-from weightport.native.schema import resolve
+from weightport.native.schema import canonical, resolve
 
 SIDES = ("hf", "native")
 DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
@@ -86,10 +86,8 @@ def _resolve(spec: ModelSpec, explicit: dict) -> dict:
 def import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str]:
     """(explicit native config, resolved native config, rotary layout) of an HF config dict."""
     normalized, layout = hf_config.normalize(raw)
-    explicit, computed = config_rules.from_hf(spec.hf_rules, normalized, spec.name, GENERIC_HF_KEYS)
-    resolved = _resolve(spec, explicit)
-    config_rules.check_computed(spec.hf_rules, normalized, resolved, computed, spec.name)
-    return explicit, resolved, layout
+    explicit = config_rules.from_hf(spec.hf_rules, normalized, spec.name, GENERIC_HF_KEYS)
+    return explicit, _resolve(spec, explicit), layout
 
 
 def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | None = None) -> dict:
@@ -97,9 +95,11 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
     import, every key it had comes back, as long as the model it describes stays the same."""
     produced = hf_config.relayout(config_rules.to_hf(spec.hf_rules, config, spec.name), layout)
 
+    target = canonical(config)
+
     def same(candidate: dict) -> bool:
         try:
-            return import_config(spec, candidate)[1] == config
+            return canonical(import_config(spec, candidate)[1]) == target
         except WeightportError:
             return False
 
@@ -108,8 +108,9 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
             back = import_config(spec, produced)[1]
         except WeightportError as err:
             raise ConfigError(f"{spec.name}: the exported config.json cannot be read back:\n{err}") from err
+        back = canonical(back)
         diff = [f"{dotted(p)}: {v!r} comes back as {get(back, p)!r}"
-                for p, v in leaves(config).items() if get(back, p, None) != v]
+                for p, v in leaves(target).items() if get(back, p, None) != v]
         raise ConfigError(report(f"{spec.name} cannot represent this native config", diff))
     if original is None:
         return produced

@@ -1,6 +1,6 @@
 """What a family file imports: the config and weight primitives, and `ModelSpec`.
 
-Config rules: `Rename`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`.
+Config rules: `Rename`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`, `Entries`, `Layout`.
 Weight rules: `Tensor`, `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Items`, `Each`, `Repeat`, `Switch`
 (structure); `override` replaces rules of a table by key, with the
 layout ops `T` (transpose) and `Flatten`.
@@ -8,17 +8,23 @@ layout ops `T` (transpose) and `Flatten`.
 
 from __future__ import annotations
 
-from weightport.core.config_rules import Choice, Computed, Constant, Derived, Ignore, Nested, Rename
+from weightport.core import config_rules
+from weightport.core.config_rules import Choice, Computed, Constant, Derived, Entries, Ignore, Nested, Rename
 from weightport.core.ops import Flatten, T
-from weightport.core.spec import ModelSpec, override
+from weightport.core.spec import ModelSpec, override, section
 from weightport.core.weights import Each, Fuse, Linear, Repeat, Section, Switch, Tensor
-from weightport.native.schema import blocks as _blocks
+from weightport.native.schema import block_names as _block_names, blocks as _blocks
 
 
 def Blocks(native: str, hf: str, rules: tuple, config: str | None = None) -> Each:
     """The rules of one block at each position of a block sequence: `decoder.{i}` <-> `model.layers.{i}`."""
     return Each(f"{native}.{{i}}", f"{hf}.{{i}}", rules, config or native,
                 lambda sequence: [({"i": i}, block) for i, block in enumerate(_blocks(sequence))])
+
+
+def Layout(native: str, hf: str, blocks: dict[str, tuple]) -> config_rules.Layout:
+    """A per-layer list of HF block names (`hybrid_block_layout`) <-> the native block sequence at `native`."""
+    return config_rules.Layout(native, hf, blocks, lambda sequence: list(zip(_block_names(sequence), _blocks(sequence))))
 
 
 def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each:
@@ -28,6 +34,6 @@ def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each
 
 
 __all__ = [
-    "Blocks", "Items", "Choice", "Computed", "Constant", "Derived", "Each", "Flatten", "Fuse", "Ignore", "Linear",
+    "Blocks", "Entries", "Items", "Layout", "section", "Choice", "Computed", "Constant", "Derived", "Each", "Flatten", "Fuse", "Ignore", "Linear",
     "ModelSpec", "Nested", "Rename", "Repeat", "Section", "Switch", "T", "Tensor", "override",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from weightport.core.config_rules import (
-    Choice, Computed, Constant, Derived, Ignore, Nested, Rename, check_computed, from_hf, to_hf,
+    Choice, Computed, Constant, Derived, Entries, Ignore, Layout, Nested, Rename, from_hf, to_hf,
 )
 from weightport.core.spec import override, rule_key
 from weightport.errors import ConfigError, SpecError
@@ -14,7 +14,7 @@ META = frozenset({"model_type", "torch_dtype", "id2label"})
 
 
 def imp(rules: tuple, hf: dict) -> dict:
-    return from_hf(rules, hf, "toy", META)[0]
+    return from_hf(rules, hf, "toy", META)
 
 
 def exp(rules: tuple, native: dict) -> dict:
@@ -137,25 +137,70 @@ def test_derived_failure_is_a_problem() -> None:
         imp(rules, {"hidden_size": 12, "num_heads": 0})
 
 
-HEAD_DIM = Computed("head_dim", lambda n: n["hidden_size"] // n["heads"], reason="transformers reads it")
+HEAD_DIM = Computed("head_dim", lambda hf: hf["hidden_size"] // hf["num_heads"], reason="transformers reads it")
 
 
 def test_computed_export_and_import() -> None:
     rules = SIZES + (HEAD_DIM,)
     assert exp(rules, {"hidden_size": 12, "heads": 3}) == {"hidden_size": 12, "num_heads": 3, "head_dim": 4}
-    native, computed = from_hf(rules, {"hidden_size": 12, "num_heads": 3, "head_dim": 4}, "toy", META)
-    assert native == {"hidden_size": 12, "heads": 3}
-    assert computed == [("head_dim",)]
-    check_computed(rules, {"hidden_size": 12, "num_heads": 3, "head_dim": 4}, native, computed, "toy")
-    check_computed(rules, {"hidden_size": 12, "num_heads": 3}, native, computed, "toy")  # absent: fine
+    assert imp(rules, {"hidden_size": 12, "num_heads": 3, "head_dim": 4}) == {"hidden_size": 12, "heads": 3}
+    assert imp(rules, {"hidden_size": 12, "num_heads": 3}) == {"hidden_size": 12, "heads": 3}  # absent: fine
 
 
-def test_check_computed_rejects_inconsistent_value() -> None:
+def test_computed_rejects_inconsistent_value() -> None:
     rules = SIZES + (HEAD_DIM,)
-    hf = {"hidden_size": 12, "num_heads": 3, "head_dim": 5}
-    native, computed = from_hf(rules, hf, "toy", META)
     with pytest.raises(ConfigError, match=r"head_dim = 5, but the rest of the config implies 4"):
-        check_computed(rules, hf, native, computed, "toy")
+        imp(rules, {"hidden_size": 12, "num_heads": 3, "head_dim": 5})
+
+
+# Entries and Layout
+
+BLOCK_A = (Constant("a", native="kind"), Rename("width", "width_a"))
+BLOCK_B = (Constant("b", native="kind"), Rename("width", "width_b"))
+
+
+def positions(sequence: dict) -> list[tuple[str, dict]]:
+    if sequence["type"] == "fixed":
+        return [("", sequence["block"])] * sequence["num_blocks"]
+    pattern = sequence["pattern"]
+    return [(pattern[i % len(pattern)], sequence["blocks"][pattern[i % len(pattern)]])
+            for i in range(sequence["num_blocks"])]
+
+
+LAYOUT = (Rename("seq.num_blocks", "layers"), Layout("seq", "layout", {"A": BLOCK_A, "B": BLOCK_B}, positions))
+
+
+def test_entries_convert_every_named_entry_both_ways() -> None:
+    rules = (Entries("mixers", "mixers", (Rename("heads", "heads"),)),)
+    hf = {"mixers": {"x": {"heads": 2}, "y": {"heads": 4}}}
+    native = imp(rules, hf)
+    assert native == {"mixers": {"x": {"heads": 2}, "y": {"heads": 4}}}
+    assert exp(rules, native) == hf
+    with pytest.raises(ConfigError, match="unknown key 'mixers.y.window'"):
+        imp(rules, {"mixers": {"y": {"heads": 4, "window": 3}}})
+
+
+def test_layout_imports_a_pattern_and_exports_it_per_layer() -> None:
+    native = imp(LAYOUT, {"layers": 4, "layout": ["A", "B"], "width_a": 8, "width_b": 16})
+    assert native == {"seq": {"num_blocks": 4, "type": "pattern", "pattern": ["A", "B"],
+                              "blocks": {"A": {"kind": "a", "width": 8}, "B": {"kind": "b", "width": 16}}}}
+    assert exp(LAYOUT, native)["layout"] == ["A", "B", "A", "B"]
+
+
+def test_layout_of_one_name_is_fixed_and_blocks_are_named_by_their_constants() -> None:
+    assert imp(LAYOUT, {"layers": 2, "layout": ["B", "B"], "width_b": 16}) == {
+        "seq": {"num_blocks": 2, "type": "fixed", "block": {"kind": "b", "width": 16}}}
+    native = {"seq": {"num_blocks": 3, "type": "pattern", "pattern": ["x", "y"],
+                      "blocks": {"x": {"kind": "b", "width": 16}, "y": {"kind": "a", "width": 8}}}}
+    assert exp(LAYOUT, native) == {"layers": 3, "layout": ["B", "A", "B"], "width_a": 8, "width_b": 16}
+
+
+def test_layout_refuses_unknown_names_and_unmatched_blocks() -> None:
+    with pytest.raises(ConfigError, match=r"layout names \['C'\]"):
+        imp(LAYOUT, {"layers": 1, "layout": ["C"]})
+    native = {"seq": {"num_blocks": 1, "type": "fixed", "block": {"kind": "c", "width": 1}}}
+    with pytest.raises(ConfigError, match="matches no layer kind"):
+        exp(LAYOUT, native)
 
 
 # Ignore

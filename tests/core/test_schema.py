@@ -94,8 +94,8 @@ def test_resolve_pattern_blocks() -> None:
         "a": {}, "b": {"mlp": {"type": "moe", "experts": 4}}}}, ("decoder",))
     assert sequence["blocks"]["a"]["mlp"]["type"] == "mlp"
     assert sequence["blocks"]["b"]["mlp"]["experts"] == 4
-    with pytest.raises(ConfigError, match=r"decoder.blocks.b.mixer.type = 'mamba'"):
-        resolve("block_sequence", {"type": "pattern", "blocks": {"b": {"mixer": {"type": "mamba"}}}}, ("decoder",))
+    with pytest.raises(ConfigError, match=r"decoder.blocks.b.mixer.type = 'retnet'"):
+        resolve("block_sequence", {"type": "pattern", "blocks": {"b": {"mixer": {"type": "retnet"}}}}, ("decoder",))
 
 
 # blocks

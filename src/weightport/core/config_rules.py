@@ -4,6 +4,7 @@ A family's config table is a tuple of rules. `from_hf` runs every rule against a
 the explicit native config; `to_hf` runs them against a resolved native config and builds the HF dict. Both
 directions record what each rule claimed, so coverage is checked on every run: an HF key no rule claims is an
 error, and so is a native architecture field no rule claims. Rules are frozen values; all run state lives in `_Run`.
+Paths in a rule are relative to the section it sits in (`Nested`, `Choice`, `Entries`, `Layout`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from weightport.errors import ConfigError, SpecError, report
 
 @dataclass(frozen=True, slots=True)
 class Rename:
-    """The same value under two names; `values` maps HF spellings to native ones (the first HF spelling of each
+    """The same value under two names. `values` maps HF spellings to native ones (the first HF spelling of each
     native value is the one written); `default` (a value, or a function of the HF section) fills an absent or null
-    HF key."""
+    HF key; a native value equal to `omit` is not written; a null native value is written as the native value at
+    `none_from` (an effective setting, e.g. a layer bias that follows `add_linear_biases`)."""
 
     native: str
     hf: str
     values: Mapping[Any, Any] | None = None
     default: Any = MISSING
+    omit: Any = MISSING
+    none_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +55,10 @@ class Derived:
 
 @dataclass(frozen=True, slots=True)
 class Computed:
-    """An HF key computed from the whole native config on export, and checked against it on import (when present)."""
+    """An HF key that is a function of the other keys of its HF section: written on export, checked on import."""
 
     hf: str
-    to_hf: Callable[[dict], Any]
+    from_section: Callable[[dict], Any]
     reason: str
 
 
@@ -71,11 +75,12 @@ class Ignore:
 @dataclass(frozen=True, slots=True)
 class Choice:
     """Dispatch on a type: native `<native>.type` selects an option, whose HF name is written to `<hf>.<key>`;
-    on import the HF name (or `default` when absent) selects it. Each option carries its own rules."""
+    on import the HF name (or `default` when absent) selects it. Each option is `(HF name, rules)`; the HF name
+    may be a tuple of accepted spellings, the first one written."""
 
     native: str
     hf: str
-    options: Mapping[str, tuple[str, tuple]]
+    options: Mapping[str, tuple[str | tuple[str, ...], tuple]]
     key: str = "type"
     default: str | None = None
 
@@ -89,7 +94,34 @@ class Nested:
     rules: tuple
 
 
-Rule = Union[Rename, Constant, Derived, Computed, Ignore, Choice, Nested]
+@dataclass(frozen=True, slots=True)
+class Entries:
+    """The same rules for every entry of a dict of sub-configs (pattern blocks, stochastic sub-mixers)."""
+
+    native: str
+    hf: str
+    rules: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A per-layer list of block names in HF (`hybrid_block_layout`, `layer_types`) <-> a native block sequence.
+
+    On import each distinct name's block is converted by `blocks[name]`, all reading the same HF section; one
+    distinct name gives a `fixed` sequence, several a `pattern`. On export each position is named by its native
+    block name when that is a key of `blocks`, else by the first entry whose native constants the block has."""
+
+    native: str
+    hf: str
+    blocks: Mapping[str, tuple]
+    positions: Callable[[dict], list[tuple[str, dict]]]  # (native block name, block config) per position
+
+
+Rule = Union[Rename, Constant, Derived, Computed, Ignore, Choice, Nested, Entries, Layout]
+
+
+def _names(spelled: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (spelled,) if isinstance(spelled, str) else spelled
 
 
 @dataclass
@@ -99,14 +131,12 @@ class _Run:
     hf_claims: set[Path] = field(default_factory=set)
     native_claims: set[Path] = field(default_factory=set)
     native_subtrees: set[Path] = field(default_factory=set)
-    computed: list[Path] = field(default_factory=list)
 
 
-def from_hf(rules: tuple, hf: dict, family: str, metadata_keys: frozenset[str]) -> tuple[dict, list[Path]]:
-    """The explicit native config for an HF config dict, and the HF paths of `Computed` keys, which the caller
-    checks against the resolved config with `check_computed`.
+def from_hf(rules: tuple, hf: dict, family: str, metadata_keys: frozenset[str]) -> dict:
+    """The explicit native config for an HF config dict.
 
-    Raises ConfigError listing every unknown, missing or unsupported key at once.
+    Raises ConfigError listing every unknown, missing, unsupported or inconsistent key at once.
     """
     run = _Run(family)
     native: dict = {}
@@ -115,7 +145,7 @@ def from_hf(rules: tuple, hf: dict, family: str, metadata_keys: frozenset[str]) 
         if not path or path[0] in metadata_keys or path[-1] in metadata_keys:
             continue
         claimed = any(path[: len(c)] == c for c in run.hf_claims)
-        if value is None:  # a null section counts as absent: claimed if any rule reads inside it
+        if value is None or value == {}:  # a null or empty section is absent: claimed if a rule reads inside it
             claimed = claimed or any(c[: len(path)] == path for c in run.hf_claims)
         if not claimed:
             run.problems.append(f"unknown key {dotted(path)!r} (value {value!r})")
@@ -123,18 +153,7 @@ def from_hf(rules: tuple, hf: dict, family: str, metadata_keys: frozenset[str]) 
         raise ConfigError(report(
             f"{family}: config.json cannot be imported", run.problems,
             "a key weightport does not know may change the model; check --format, or report the key"))
-    return native, run.computed
-
-
-def check_computed(rules: tuple, hf: dict, native: dict, paths: list[Path], family: str) -> None:
-    """Every `Computed` HF key present in `hf` must equal what the resolved native config implies."""
-    expected = to_hf(rules, native, family)
-    problems = [
-        f"{dotted(p)} = {get(hf, p)!r}, but the rest of the config implies {get(expected, p)!r}"
-        for p in paths if get(hf, p) is not MISSING and get(hf, p) != get(expected, p)
-    ]
-    if problems:
-        raise ConfigError(report(f"{family}: config.json is inconsistent", problems))
+    return native
 
 
 def to_hf(rules: tuple, native: dict, family: str) -> dict:
@@ -151,6 +170,17 @@ def to_hf(rules: tuple, native: dict, family: str) -> dict:
     if run.problems:
         raise ConfigError(report(f"{family}: the native config cannot be exported", run.problems))
     return hf
+
+
+def _constants(rules: tuple, prefix: Path = ()) -> dict[Path, Any]:
+    """The native constants of a rule table (through nested sections), by path."""
+    out: dict[Path, Any] = {}
+    for rule in rules:
+        if isinstance(rule, Constant) and rule.native is not None:
+            out[join(prefix, rule.native)] = rule.value
+        elif isinstance(rule, Nested):
+            out.update(_constants(rule.rules, join(prefix, rule.native)))
+    return out
 
 
 def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -> None:
@@ -191,8 +221,16 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
             except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
                 run.problems.append(f"cannot derive {dotted(join(n, rule.native))} ({rule.reason}): {err!r}")
         elif isinstance(rule, Computed):
-            run.hf_claims.add(join(h, rule.hf))
-            run.computed.append(join(h, rule.hf))
+            path = join(h, rule.hf)
+            run.hf_claims.add(path)
+            value = get(hf, path)
+            if value is not MISSING:
+                try:
+                    expected = rule.from_section(section)
+                except (KeyError, TypeError, ValueError) as err:
+                    expected = err
+                if value != expected:
+                    run.problems.append(f"{dotted(path)} = {value!r}, but the rest of the config implies {expected!r}")
         elif isinstance(rule, Ignore):
             if rule.hf is not None:
                 run.hf_claims.add(join(h, rule.hf))
@@ -201,15 +239,46 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
             run.hf_claims.add(path)
             name = get(hf, path, None)
             name = rule.default if name is None else name
-            match = [t for t, (hf_name, _) in rule.options.items() if hf_name == name]
+            match = [t for t, (spelled, _) in rule.options.items() if name in _names(spelled)]
             if not match:
-                supported = ", ".join(hf_name for hf_name, _ in rule.options.values())
+                supported = ", ".join(s for spelled, _ in rule.options.values() for s in _names(spelled))
                 run.problems.append(f"{dotted(path)} = {name!r} is not supported (supported: {supported})")
                 continue
             put(native, join(n, rule.native, "type"), match[0])
             _import(rule.options[match[0]][1], hf, native, join(n, rule.native), join(h, rule.hf), run)
         elif isinstance(rule, Nested):
             _import(rule.rules, hf, native, join(n, rule.native), join(h, rule.hf), run)
+        elif isinstance(rule, Entries):
+            path = join(h, rule.hf)
+            run.hf_claims.add(path + ("*",))
+            entries = get(hf, path, {})
+            if not isinstance(entries, dict):
+                run.problems.append(f"{dotted(path)} should be a mapping of named entries, got {entries!r}")
+                continue
+            put(native, join(n, rule.native), {})
+            for name in entries:
+                _import(rule.rules, hf, native, join(n, rule.native, name), path + (name,), run)
+        elif isinstance(rule, Layout):
+            path = join(h, rule.hf)
+            run.hf_claims.add(path)
+            names = get(hf, path)
+            if not isinstance(names, list) or not names or not all(isinstance(x, str) for x in names):
+                run.problems.append(f"{dotted(path)} should be a non-empty list of block names, got {names!r}")
+                continue
+            unknown = sorted(set(names) - set(rule.blocks))
+            if unknown:
+                run.problems.append(f"{dotted(path)} names {unknown}, which {run.family} cannot convert "
+                                    f"(supported: {', '.join(rule.blocks)})")
+                continue
+            base = join(n, rule.native)
+            if len(set(names)) == 1:
+                put(native, base + ("type",), "fixed")
+                _import(rule.blocks[names[0]], hf, native, base + ("block",), h, run)
+            else:
+                put(native, base + ("type",), "pattern")
+                put(native, base + ("pattern",), list(names))
+                for name in dict.fromkeys(names):
+                    _import(rule.blocks[name], hf, native, base + ("blocks", name), h, run)
         else:
             raise SpecError(f"{run.family}: {rule!r} is not a config rule")
 
@@ -227,6 +296,10 @@ def _export(rules: tuple, native: dict, hf: dict, n: Path, h: Path, run: _Run) -
             path = join(n, rule.native)
             run.native_claims.add(path)
             value = get(native, path)
+            if value is None and rule.none_from is not None:
+                value = get(native, join(n, rule.none_from))
+            if rule.omit is not MISSING and value == rule.omit:
+                continue
             if rule.values is not None:
                 spelled = [k for k, v in rule.values.items() if v == value]
                 if not spelled:
@@ -248,8 +321,6 @@ def _export(rules: tuple, native: dict, hf: dict, n: Path, h: Path, run: _Run) -
                 _write(hf, join(h, rule.hf), rule.value, (), run)
         elif isinstance(rule, Derived):
             run.native_claims.add(join(n, rule.native))
-        elif isinstance(rule, Computed):
-            _write(hf, join(h, rule.hf), rule.to_hf(native), (), run)
         elif isinstance(rule, Ignore):
             if rule.native is not None:
                 run.native_subtrees.add(join(n, rule.native))
@@ -262,10 +333,49 @@ def _export(rules: tuple, native: dict, hf: dict, n: Path, h: Path, run: _Run) -
                     f"{dotted(join(base, 'type'))} = {kind!r} cannot be exported as {run.family} "
                     f"(supported: {', '.join(rule.options)})")
                 continue
-            hf_name, sub_rules = rule.options[kind]
-            _write(hf, join(h, rule.hf, rule.key), hf_name, base, run)
+            spelled, sub_rules = rule.options[kind]
+            _write(hf, join(h, rule.hf, rule.key), _names(spelled)[0], base, run)
             _export(sub_rules, native, hf, base, join(h, rule.hf), run)
         elif isinstance(rule, Nested):
             _export(rule.rules, native, hf, join(n, rule.native), join(h, rule.hf), run)
-        else:
+        elif isinstance(rule, Entries):
+            base = join(n, rule.native)
+            entries = get(native, base, {})
+            _write(hf, join(h, rule.hf), get(hf, join(h, rule.hf), {}), base, run)
+            run.native_claims.add(base)
+            for name in entries:
+                _export(rule.rules, native, hf, base + (name,), join(h, rule.hf, name), run)
+        elif isinstance(rule, Layout):
+            _export_layout(rule, native, hf, n, h, run)
+        elif not isinstance(rule, Computed):
             raise SpecError(f"{run.family}: {rule!r} is not a config rule")
+    for rule in rules:  # computed keys last, from the section the other rules wrote
+        if isinstance(rule, Computed):
+            try:
+                _write(hf, join(h, rule.hf), rule.from_section(get(hf, h, {})), (), run)
+            except (KeyError, TypeError, ValueError) as err:
+                run.problems.append(f"cannot compute {dotted(join(h, rule.hf))} ({rule.reason}): {err!r}")
+
+
+def _export_layout(rule: Layout, native: dict, hf: dict, n: Path, h: Path, run: _Run) -> None:
+    base = join(n, rule.native)
+    sequence = get(native, base)
+    run.native_claims.update({base + ("type",), base + ("pattern",)})
+    fixed = sequence["type"] == "fixed"
+    names, exported = [], {}
+    for native_name, block in rule.positions(sequence):
+        name = native_name if native_name in rule.blocks else next(
+            (key for key, sub in rule.blocks.items()
+             if all(get(block, p) == v for p, v in _constants(sub).items())), None)
+        if name is None:
+            run.problems.append(f"{dotted(base)}: block {native_name or 'block'!r} matches no layer kind of "
+                                f"{run.family} (supported: {', '.join(rule.blocks)})")
+            return
+        names.append(name)
+        exported[native_name] = name
+    _write(hf, join(h, rule.hf), names, base, run)
+    for native_name, name in exported.items():
+        _export(rule.blocks[name], native, hf, base + (("block",) if fixed else ("blocks", native_name)), h, run)
+    if not fixed:
+        unused = set(sequence["blocks"]) - set(exported)
+        run.native_subtrees.update(base + ("blocks", u) for u in unused)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from weightport.core.config_rules import Constant
 from weightport.errors import SpecError
@@ -18,13 +18,46 @@ def rule_key(rule: object) -> str:
     raise SpecError(f"{rule!r} names neither a native nor an HF path")
 
 
-def override(rules: tuple, replacements: tuple) -> tuple:
-    """`rules` with each rule of `replacements` put in place of the rule with the same key (or appended)."""
-    by_key = {rule_key(r): r for r in replacements}
-    if len(by_key) != len(replacements):
-        raise SpecError("two replacement rules claim the same path")
-    out = tuple(by_key.pop(rule_key(r), r) for r in rules)
-    return out + tuple(by_key.values())
+def override(rules: tuple, replacements: tuple = (), drop: tuple[str, ...] = ()) -> tuple:
+    """`rules` with each replacement put in place of the rule with the same key, the rules keyed in `drop`
+    removed, and the other replacements appended. A key that reaches into a nested section (`Nested`, `Section`)
+    replaces the rule inside it; the replacement is then written relative to that section."""
+    keys = [rule_key(r) for r in replacements]
+    if len(keys) != len(set(keys)):
+        raise SpecError(f"two replacement rules claim the same path: {sorted(k for k in keys if keys.count(k) > 1)}")
+    out = [r for r in rules if rule_key(r) not in drop]
+    for new in replacements:
+        if not _place(out, new, rule_key(new)):
+            out.append(new)
+    return tuple(out)
+
+
+def _place(rules: list, new: object, key: str) -> bool:
+    for i, rule in enumerate(rules):
+        own = rule_key(rule)
+        if own == key:
+            rules[i] = new
+            return True
+        inner = getattr(rule, "rules", None)
+        if isinstance(inner, tuple) and own and key.startswith(own + ".") and not key.startswith("hf:"):
+            rest = key[len(own) + 1 :]
+            nested = list(inner)
+            if not _place(nested, replace(new, native=rest), rest):
+                nested.append(replace(new, native=rest))
+            rules[i] = replace(rule, rules=tuple(nested))
+            return True
+    return False
+
+
+def section(rules: tuple, key: str) -> tuple:
+    """The rules of the nested section known by `key` (through nested sections), for reuse in another family."""
+    for rule in rules:
+        own, inner = rule_key(rule), getattr(rule, "rules", None)
+        if own == key and isinstance(inner, tuple):
+            return inner
+        if isinstance(inner, tuple) and key.startswith(own + "."):
+            return section(inner, key[len(own) + 1 :])
+    raise SpecError(f"no nested section {key!r}")
 
 
 @dataclass(frozen=True)
@@ -47,13 +80,14 @@ class ModelSpec:
         object.__setattr__(self, "hf_rules", identity + self.config)
 
     def extend(self, *, name: str, model_type: str | None = None, architecture: str | None = None,
-               config: tuple = (), weights: tuple = ()) -> ModelSpec:
-        """A variant: config and weight rules replace the family's rules with the same key (or are added)."""
+               config: tuple = (), weights: tuple = (), drop: tuple[str, ...] = ()) -> ModelSpec:
+        """A variant: config and weight rules replace the family's rules with the same key (or are added);
+        `drop` removes config rules by key."""
         return ModelSpec(
             name=name,
             model_type=model_type or name,
             architecture=architecture or self.architecture,
-            config=override(self.config, config),
+            config=override(self.config, config, drop),
             weights=override(self.weights, weights),
             native_model=self.native_model,
         )

@@ -1,4 +1,4 @@
-"""Llama (`llama`, `LlamaForCausalLM`): the reference dense decoder that Mistral and Qwen2 vary.
+"""Llama (`llama`, `LlamaForCausalLM`): the reference dense decoder that Mistral, Qwen2 and others vary.
 
 HF config is flat; the native decoder is a `fixed` sequence of one attention + gated-MLP block. K and V are fused
 natively (`key_value` = [K; V] rows), gate and up too (`layer_1` = [gate; up]), and `down_proj` is stored
@@ -6,7 +6,7 @@ transposed. Biases are global switches (`attention_bias`, `mlp_bias`).
 """
 
 from weightport.spec import (
-    Blocks, Choice, Constant, Ignore, Linear, ModelSpec, Rename, Section, T, Tensor,
+    Blocks, Choice, Constant, Ignore, Linear, ModelSpec, Nested, Rename, Section, T, Tensor,
 )
 
 B = "decoder.block"
@@ -20,7 +20,7 @@ ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu", "gelu": "gelu", "rel
 THETA = Rename("theta", "rope_theta", default=10000.0)
 CONTEXT = Rename("original_context_length", "original_max_position_embeddings")
 FACTOR = Rename("scale_factor", "factor")
-ROTARY = Choice(f"{M}.rotary", "rope_parameters", key="rope_type", default="default", options={
+ROTARY = Choice("rotary", "rope_parameters", key="rope_type", default="default", options={
     "default": ("default", (THETA,)),
     "llama3": ("llama3", (THETA, FACTOR, CONTEXT, Rename("low_frequency_factor", "low_freq_factor"),
                           Rename("high_frequency_factor", "high_freq_factor"))),
@@ -35,10 +35,48 @@ def _head_size(hf: dict) -> int:
     return hf["hidden_size"] // hf["num_attention_heads"]
 
 
-def _unset(*paths: str) -> tuple:
-    return tuple(Constant(None, native=p, reason="Llama layers take the global setting") for p in paths)
+def _unset(*layers: str) -> tuple:
+    return tuple(Constant(None, native=f"{layer}.bias.enabled", reason="biases are global switches")
+                 for layer in layers)
 
 
+ATTENTION = (
+    Constant("attention", native="type", reason="Llama mixes with attention"),
+    Rename("heads", "num_attention_heads"),
+    Rename("head_groups", "num_key_value_heads", default=lambda hf: hf["num_attention_heads"]),
+    Rename("head_size", "head_dim", default=_head_size),
+    Rename("add_linear_biases", "attention_bias", default=False),
+    *_unset("query_layer", "key_layer", "value_layer", "dense_layer"),
+    Rename("dropout", "attention_dropout", default=0.0),
+    ROTARY,
+    Constant(True, native="causal"),
+    Constant(0.5, native="softmax_scale_power", reason="scores are scaled by head_size ** -0.5"),
+    Constant(None, native="query_norm"),
+    Constant(None, native="key_norm"),
+    Constant(None, native="value_norm"),
+    Constant(False, native="shared_key_value"),
+    Constant(None, native="window_size", reason="Llama attends to the whole context"),
+)
+MLP = (
+    Constant("mlp", native="type"),
+    Rename("intermediate_size", "intermediate_size"),
+    Rename("add_linear_biases", "mlp_bias", default=False),
+    *_unset("layer_1", "layer_2"),
+    Constant(True, native="gated", reason="Llama's MLP is gated (gate_proj)"),
+    Rename("activation", "hidden_act", values=ACTIVATIONS, default="silu"),
+    Constant(None, native="pre_norm"),
+    Constant(None, native="post_norm"),
+)
+BLOCK = (
+    Constant("decoder", native="type"),
+    Nested("mixer", "", ATTENTION),
+    Nested("mlp", "", MLP),
+    Constant("rms_norm", native="normalization.type"),
+    Rename("normalization.epsilon", "rms_norm_eps", default=1e-6),
+    Constant(False, native="normalization.zero_centered"),
+    *(Constant(None, native=f"{n}_normalization") for n in ("pre_mixer", "pre_mlp", "post_mixer", "post_mlp")),
+    Constant(None, native="output_scale.enabled"),
+)
 CONFIG = (
     Rename("hidden_size", "hidden_size"),
     Rename("embeddings.vocab_size", "vocab_size"),
@@ -50,36 +88,7 @@ CONFIG = (
     Ignore(hf="pretraining_tp", reason="a tensor-parallel hint of pretraining; no effect on the model"),
     Constant("fixed", native="decoder.type", reason="Llama layers are all alike"),
     Rename("decoder.num_blocks", "num_hidden_layers"),
-    Constant("decoder", native=f"{B}.type"),
-    Constant("attention", native=f"{M}.type", reason="Llama mixes with attention"),
-    Rename(f"{M}.heads", "num_attention_heads"),
-    Rename(f"{M}.head_groups", "num_key_value_heads", default=lambda hf: hf["num_attention_heads"]),
-    Rename(f"{M}.head_size", "head_dim", default=_head_size),
-    Rename(f"{M}.add_linear_biases", "attention_bias", default=False),
-    *_unset(f"{M}.query_layer.bias.enabled", f"{M}.key_layer.bias.enabled", f"{M}.value_layer.bias.enabled",
-            f"{M}.dense_layer.bias.enabled"),
-    Rename(f"{M}.dropout", "attention_dropout", default=0.0),
-    ROTARY,
-    Constant(True, native=f"{M}.causal"),
-    Constant(0.5, native=f"{M}.softmax_scale_power", reason="scores are scaled by head_size ** -0.5"),
-    Constant(None, native=f"{M}.query_norm"),
-    Constant(None, native=f"{M}.key_norm"),
-    Constant(None, native=f"{M}.value_norm"),
-    Constant(False, native=f"{M}.shared_key_value"),
-    Constant(None, native=f"{M}.window_size", reason="Llama attends to the whole context"),
-    Constant("mlp", native=f"{P}.type"),
-    Rename(f"{P}.intermediate_size", "intermediate_size"),
-    Rename(f"{P}.add_linear_biases", "mlp_bias", default=False),
-    *_unset(f"{P}.layer_1.bias.enabled", f"{P}.layer_2.bias.enabled"),
-    Constant(True, native=f"{P}.gated", reason="Llama's MLP is gated (gate_proj)"),
-    Rename(f"{P}.activation", "hidden_act", values=ACTIVATIONS, default="silu"),
-    Constant(None, native=f"{P}.pre_norm"),
-    Constant(None, native=f"{P}.post_norm"),
-    Constant("rms_norm", native=f"{B}.normalization.type"),
-    Rename(f"{B}.normalization.epsilon", "rms_norm_eps", default=1e-6),
-    Constant(False, native=f"{B}.normalization.zero_centered"),
-    *(Constant(None, native=f"{B}.{n}_normalization") for n in ("pre_mixer", "pre_mlp", "post_mixer", "post_mlp")),
-    Constant(None, native=f"{B}.output_scale.enabled"),
+    Nested(B, "", BLOCK),
     Constant("rms_norm", native="head.normalization.type"),
     Rename("head.normalization.epsilon", "rms_norm_eps", default=1e-6),
     Constant(False, native="head.normalization.zero_centered"),
@@ -89,18 +98,18 @@ CONFIG = (
     Constant("none", native="peft.type", reason="merge adapters before converting"),
 )
 
-ATTENTION = (Linear("query", "q_proj"), Linear("key_value", "k_proj", "v_proj"), Linear("dense", "o_proj"))
-MLP = (Linear("layer_1", "gate_proj", "up_proj"), Linear("layer_2", "down_proj", ops=(T(),)))
-BLOCK = (
-    Section("mixer", "self_attn", ATTENTION),
-    Section("mlp", "mlp", MLP),
+ATTENTION_WEIGHTS = (Linear("query", "q_proj"), Linear("key_value", "k_proj", "v_proj"), Linear("dense", "o_proj"))
+MLP_WEIGHTS = (Linear("layer_1", "gate_proj", "up_proj"), Linear("layer_2", "down_proj", ops=(T(),)))
+BLOCK_WEIGHTS = (
+    Section("mixer", "self_attn", ATTENTION_WEIGHTS),
+    Section("mlp", "mlp", MLP_WEIGHTS),
     Tensor("norm_1.weight", "input_layernorm.weight"),
     Tensor("norm_2.weight", "post_attention_layernorm.weight"),
 )
 LAYERS = "model.layers"
 WEIGHTS = (
     Tensor("embeddings.word_embeddings_weight", "model.embed_tokens.weight"),
-    Blocks("decoder", LAYERS, BLOCK),
+    Blocks("decoder", LAYERS, BLOCK_WEIGHTS),
     Tensor("head.final_norm.weight", "model.norm.weight"),
     Tensor("head.output_weights", "lm_head.weight"),
 )

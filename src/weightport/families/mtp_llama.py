@@ -20,7 +20,7 @@ SPEC = llama.SPEC.extend(name="mtp_llama", architecture="MTPLlamaForCausalLM", c
     Ignore(hf="rope_theta", reason="a stale duplicate of rope_parameters.rope_theta written by the config class"),
 ), weights=(
     Tensor("head.final_norm.weight", "model.mtp_norms.0.weight"),
-    Repeat("multi_token_prediction.blocks.{i-1}", "model.mtp_heads.{i-1}", llama.BLOCK,
+    Repeat("multi_token_prediction.blocks.{i-1}", "model.mtp_heads.{i-1}", llama.BLOCK_WEIGHTS,
            count="head.prediction_heads", start=1, config="decoder.block"),
     Repeat("multi_token_prediction.heads.{i-1}", "model.mtp_norms.{i}", (Tensor("final_norm.weight", "weight"),),
            count="head.prediction_heads", start=1, config="head"),

@@ -18,6 +18,6 @@ SPEC = llama.SPEC.extend(name="qwen2", architecture="Qwen2ForCausalLM", config=(
     Constant(False, hf="use_mrope", write=False, reason="multimodal rotary is not supported"),
     Ignore(hf="sliding_window", reason="used only when use_sliding_window is true"),
     Ignore(hf="max_window_layers", reason="used only when use_sliding_window is true"),
-    Computed("layer_types", lambda native: ["full_attention"] * native["decoder"]["num_blocks"],
+    Computed("layer_types", lambda hf: ["full_attention"] * hf["num_hidden_layers"],
              reason="every Qwen2 layer attends to the whole context"),
 ))

@@ -90,5 +90,65 @@ def _moe(mlp: dict, hidden: int, prefix: str) -> Shapes:
     return out
 
 
-MIXERS = {"attention": _attention}
+def _conv(mixer: dict, name: str, channels: int, bias: bool | None = None) -> Shapes:
+    layer = mixer["convolution_layer"]
+    out: Shapes = {f"{name}.weight": (channels, 1, layer["kernel_size"])}
+    if bias if bias is not None else layer["bias"]["enabled"]:
+        out[f"{name}.bias"] = (channels,)
+    return out
+
+
+def _mamba(mixer: dict, hidden: int, prefix: str) -> Shapes:
+    inner, xb, rank, state = mixer["d_inner"], mixer["d_xb"], mixer["dt_rank"], mixer["state_size"]
+    out = _linear(mixer, "z_layer", f"{prefix}.in_proj", 2 * inner + 2 * xb, hidden)
+    out.update(_linear(mixer, "dt_input_layer", f"{prefix}.dt_in_proj", rank, hidden))
+    out.update(_linear(mixer, "dt_layer", f"{prefix}.dt_proj", inner, rank))
+    channels = inner if mixer["repeat_kv_before_conv"] else xb
+    out.update(_conv(mixer, f"{prefix}.convolution", channels, has_bias(mixer, "convolution_layer")))
+    out.update({f"{prefix}.A_log": (inner, state), f"{prefix}.D": (inner,)})
+    out.update(_linear(mixer, "output_layer", f"{prefix}.out_proj", hidden, inner))
+    return out
+
+
+def _plain(mixer: dict, layer: str, name: str, out_size: int, in_size: int) -> Shapes:
+    """A linear layer of a mixer without a global bias switch: biased only when its bias is enabled."""
+    return _linear({**mixer, "add_linear_biases": False}, layer, name, out_size, in_size)
+
+
+def _gdn(mixer: dict, hidden: int, prefix: str) -> Shapes:
+    keys = mixer["key_heads"] * mixer["key_head_dim"]
+    values = mixer["value_heads"] * mixer["value_head_dim"]
+    out = _plain(mixer, "qkv_projection_layer", f"{prefix}.in_proj_qkvz", 2 * keys + 2 * values, hidden)
+    out.update(_plain(mixer, "ba_projection_layer", f"{prefix}.in_proj_ba", 2 * mixer["value_heads"], hidden))
+    out.update(_conv(mixer, f"{prefix}.convolution", 2 * keys + values))
+    out.update(_plain(mixer, "output_layer", f"{prefix}.out_proj", hidden, values))
+    out.update({f"{prefix}.dt_bias": (mixer["value_heads"],), f"{prefix}.A_log": (mixer["value_heads"],)})
+    out.update(_norm(mixer["normalization"], mixer["value_head_dim"], f"{prefix}.norm"))
+    return out
+
+
+def _kda(mixer: dict, hidden: int, prefix: str) -> Shapes:
+    heads, dim = mixer["heads"], mixer["head_dim"]
+    out: Shapes = {}
+    for name in ("q", "k", "v"):
+        out.update(_plain(mixer, f"{name}_projection_layer", f"{prefix}.{name}_proj", heads * dim, hidden))
+        out.update(_conv(mixer, f"{prefix}.{name}_conv", heads * dim))
+    for name in ("f", "g"):
+        out.update(_plain(mixer, f"{name}_a_projection_layer", f"{prefix}.{name}_a_proj", dim, hidden))
+        out.update(_plain(mixer, f"{name}_b_projection_layer", f"{prefix}.{name}_b_proj", heads * dim, dim))
+    out.update(_plain(mixer, "beta_projection_layer", f"{prefix}.beta_proj", heads, hidden))
+    out.update(_plain(mixer, "output_projection_layer", f"{prefix}.o_proj", hidden, heads * dim))
+    out.update({f"{prefix}.dt_bias": (heads * dim,), f"{prefix}.A_log": (heads,)})
+    out.update(_norm(mixer["normalization"], dim, f"{prefix}.norm"))
+    return out
+
+
+def _stochastic(mixer: dict, hidden: int, prefix: str) -> Shapes:
+    out: Shapes = {}
+    for name, sub in mixer["mixers"].items():
+        out.update(MIXERS[sub["type"]](sub, hidden, f"{prefix}.mixers.{name}"))
+    return out
+
+
+MIXERS = {"attention": _attention, "mamba": _mamba, "gdn": _gdn, "kda": _kda, "stochastic": _stochastic}
 MLPS = {"mlp": _mlp, "moe": _moe}

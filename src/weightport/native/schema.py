@@ -102,7 +102,35 @@ KINDS: dict[str, Kind] = {
             # A feature field natively, but it changes what the model computes: weightport converts or refuses it.
             "window_size": Value(None), "dropout": Value(0.0),
         },
-    }, "attention"),
+        "mamba": {
+            "state_size": Value(16), "d_inner": Value(2048), "d_xb": Value(1024), "dt_rank": Value(64),
+            "add_linear_biases": Value(True), "repeat_kv_before_conv": Value(True),
+            **{f"{name}_layer": Sub("affine_linear") for name in ("z", "x", "b", "c", "dt_input", "dt", "output")},
+            "convolution_layer": Sub("convolution"), "d_weight": Sub("parameter"), "a_log_weight": Sub("parameter"),
+        },
+        "gdn": {
+            "value_heads": Value(16), "key_heads": Value(8), "key_head_dim": Value(64), "value_head_dim": Value(64),
+            "normalization": Sub("normalization"), "qkv_projection_layer": Sub("affine_linear"),
+            "ba_projection_layer": Sub("affine_linear"), "output_layer": Sub("affine_linear"),
+            "convolution_layer": Sub("convolution"), "dt_bias_weight": Sub("parameter"),
+            "a_log_weight": Sub("parameter"),
+        },
+        "kda": {
+            "heads": Value(16), "head_dim": Value(64), "normalization": Sub("normalization"),
+            **{f"{name}_projection_layer": Sub("affine_linear")
+               for name in ("q", "k", "v", "f_a", "f_b", "g_a", "g_b", "beta", "output")},
+            "convolution_layer": Sub("convolution"), "dt_bias_weight": Sub("parameter"),
+            "a_log_weight": Sub("parameter"),
+        },
+        "stochastic": {
+            "mixers": Named("mixer"), "main_mixer_name": Value(None), "sampling_strategy": Value("uniform"),
+            "sampling_weights": TRAINING, "predefined_layouts": TRAINING,
+        },
+    }, "attention", aliases={"mamba_2": "mamba"}),
+    "convolution": Kind({"convolution": {
+        "kernel_size": Value(4), "activation": Value(None), "weight": Sub("parameter"),
+        "bias": Sub("optional_parameter"),
+    }}, "convolution"),
     "mlp": Kind({
         "mlp": _MLP,
         "moe": {
@@ -138,7 +166,9 @@ KINDS: dict[str, Kind] = {
     "affine_linear": Kind({"affine_linear": _LINEAR}, "affine_linear"),
 }
 # Kinds whose dicts carry no `type` key on disk (they have a single class).
-UNTYPED = frozenset({"embeddings", "head", "parameter", "optional_parameter", "affine_linear", "gpt"})
+UNTYPED = frozenset({"embeddings", "head", "parameter", "optional_parameter", "affine_linear", "convolution", "gpt"})
+# Kinds whose `type` defaults depend on the parent: GDN and KDA normalize with a gated RMS norm.
+_NESTED_DEFAULT_TYPES = {("gdn", "normalization"): "gated_rms_norm", ("kda", "normalization"): "gated_rms_norm"}
 
 
 def resolve(kind: str, value: Any, path: Path = ()) -> Any:
@@ -169,6 +199,9 @@ def resolve(kind: str, value: Any, path: Path = ()) -> Any:
             if field.arch:
                 out[name] = field.default if name not in value else given
         elif isinstance(field, Sub):
+            default_type = _NESTED_DEFAULT_TYPES.get((type_name, name))
+            if default_type and (given is None or "type" not in given):
+                given = {**(given or {}), "type": default_type}
             out[name] = None if field.optional and given is None else resolve(field.kind, given, path + (name,))
         else:
             out[name] = {k: resolve(field.kind, v, path + (name, k)) for k, v in (given or {}).items()}
@@ -182,6 +215,11 @@ def _validate(kind: str, cfg: dict, path: Path) -> None:
         cfg["activation"] = "silu" if cfg["gated"] else "gelu"
     if kind == "rotary" and cfg["type"] == "yarn" and cfg["attention_factor"] is None:
         cfg["attention_factor"] = 0.1 * math.log(cfg["scale_factor"]) + 1.0
+    if kind == "mixer" and cfg["type"] == "stochastic":
+        if not cfg["mixers"] or any(m["type"] == "stochastic" for m in cfg["mixers"].values()):
+            raise ConfigError(f"native config: {dotted(path)} needs at least one mixer, none of them stochastic")
+        if cfg["main_mixer_name"] is None:
+            cfg["main_mixer_name"] = next(iter(cfg["mixers"]))
     if kind == "mixer" and cfg["type"] == "attention":
         heads, groups = cfg["heads"], cfg["head_groups"]
         if not all(isinstance(v, int) and v > 0 for v in (heads, groups, cfg["head_size"])) or heads % groups:
@@ -222,3 +260,20 @@ def has_bias(layer_owner: dict, layer: str) -> bool:
     """Effective bias of a linear layer: its own `bias.enabled` if set, else the owner's `add_linear_biases`."""
     enabled = layer_owner[layer]["bias"]["enabled"]
     return layer_owner["add_linear_biases"] if enabled is None else bool(enabled)
+
+
+def canonical(config: Any) -> Any:
+    """A form of a resolved config in which equivalent configs are equal: block sequences become the list of
+    their blocks per position, and unset linear biases take their owner's `add_linear_biases`."""
+    if isinstance(config, list):
+        return [canonical(v) for v in config]
+    if not isinstance(config, dict):
+        return config
+    if config.get("type") in ("fixed", "pattern") and "num_blocks" in config:
+        return {"blocks": [canonical(b) for b in blocks(config)]}
+    out = {k: canonical(v) for k, v in config.items()}
+    if isinstance(config.get("add_linear_biases"), bool):
+        for value in out.values():
+            if isinstance(value, dict) and isinstance(value.get("bias"), dict) and value["bias"].get("enabled") is None:
+                value["bias"] = {**value["bias"], "enabled": config["add_linear_biases"]}
+    return out
