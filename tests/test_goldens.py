@@ -18,6 +18,12 @@ CASES = sorted(p.name for p in GOLDENS.iterdir() if (p / "case.json").is_file()
                and json.loads((p / "case.json").read_text())["format"] in families.FAMILIES)
 
 
+# Where Fast-LLM's own output is wrong (case.json notes), weightport differs on purpose.
+FAST_LLM_DEFECTS = {
+    "tf4_apriel_hybrid_ssm": ("hybrid_block_layout",),  # Fast-LLM writes the unexpanded pattern: 2 names, 4 layers
+}
+
+
 def case(name: str) -> dict:
     return json.loads((GOLDENS / name / "case.json").read_text())
 
@@ -58,7 +64,7 @@ def test_native_export_equals_golden_hf_and_comes_back(name, tmp_path):
     golden, fmt = GOLDENS / name, case(name)["format"]
     weightport.convert(golden / "fast_llm", tmp_path / "hf", format=fmt)
     assert_same_tensors(tensors(tmp_path / "hf"), tensors(golden / "hf"))
-    assert_same_model_config(hf_config(tmp_path / "hf"), hf_config(golden / "hf"), fmt)
+    assert_same_model_config(hf_config(tmp_path / "hf"), hf_config(golden / "hf"), fmt, FAST_LLM_DEFECTS.get(name, ()))
     weightport.convert(tmp_path / "hf", tmp_path / "native")
     assert_same_tensors(tensors(tmp_path / "native"), tensors(golden / "fast_llm"))
     assert_native_config_covers(native_meta(tmp_path / "native")["config"]["base_model"],

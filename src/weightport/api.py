@@ -114,7 +114,9 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
         raise ConfigError(report(f"{spec.name} cannot represent this native config", diff))
     if original is None:
         return produced
-    original = hf_config.relayout(hf_config.normalize(original)[0], layout)
+    normalized, original_layout = hf_config.normalize(original)
+    if original_layout != layout:
+        original = hf_config.relayout(normalized, layout)
     final = produced
     for path, value in leaves(original).items():
         if get(final, path) != value and path[0] not in ("dtype", "torch_dtype"):
@@ -182,7 +184,7 @@ def open_checkpoint(path: str | Path, format: str | None = None) -> Checkpoint:
                 shards.add(shard or "<none>")
         notes = [f"native shards other than weights are not converted: {', '.join(sorted(shards))}"] if shards else []
         return Checkpoint("native", path, spec, explicit, config, tensors, extras.get("hf_config"),
-                          extras.get("hf_layout", hf_config.DEFAULT_LAYOUT), notes)
+                          extras.get("hf_layout", spec.hf_layout), notes)
     raise FormatError(f"{path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found; "
                       "point to a checkpoint folder")
 

@@ -185,6 +185,7 @@ def test_layout_imports_a_pattern_and_exports_it_per_layer() -> None:
     assert native == {"seq": {"num_blocks": 4, "type": "pattern", "pattern": ["A", "B"],
                               "blocks": {"A": {"kind": "a", "width": 8}, "B": {"kind": "b", "width": 16}}}}
     assert exp(LAYOUT, native)["layout"] == ["A", "B", "A", "B"]
+    assert imp(LAYOUT, {"layers": 4, "layout": ["A", "B", "A", "B"], "width_a": 8, "width_b": 16}) == native
 
 
 def test_layout_of_one_name_is_fixed_and_blocks_are_named_by_their_constants() -> None:

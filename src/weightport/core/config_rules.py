@@ -20,8 +20,8 @@ from weightport.errors import ConfigError, SpecError, report
 @dataclass(frozen=True, slots=True)
 class Rename:
     """The same value under two names. `values` maps HF spellings to native ones (the first HF spelling of each
-    native value is the one written); `default` (a value, or a function of the HF section) fills an absent or null
-    HF key; a native value equal to `omit` is not written; a null native value is written as the native value at
+    native value is the one written); `default` (a value, or a function of the HF section) fills an absent, null
+    or `"auto"` HF key; a native value equal to `omit` is not written; a null native value is written as the native value at
     `none_from` (an effective setting, e.g. a layer bias that follows `add_linear_biases`)."""
 
     native: str
@@ -108,7 +108,7 @@ class Layout:
     """A per-layer list of block names in HF (`hybrid_block_layout`, `layer_types`) <-> a native block sequence.
 
     On import each distinct name's block is converted by `blocks[name]`, all reading the same HF section; one
-    distinct name gives a `fixed` sequence, several a `pattern`. On export each position is named by its native
+    distinct name gives a `fixed` sequence, several a `pattern` (the shortest one that repeats into the list). On export each position is named by its native
     block name when that is a key of `blocks`, else by the first entry whose native constants the block has."""
 
     native: str
@@ -190,7 +190,7 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
             path = join(h, rule.hf)
             run.hf_claims.add(path)
             value = get(hf, path)
-            if value is MISSING or (value is None and rule.default is not MISSING):
+            if value is MISSING or (value in (None, "auto") and rule.default is not MISSING):
                 if rule.default is MISSING:
                     run.problems.append(f"missing key {dotted(path)!r}")
                     continue
@@ -274,9 +274,11 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
             if len(set(names)) == 1:
                 put(native, base + ("type",), "fixed")
                 _import(rule.blocks[names[0]], hf, native, base + ("block",), h, run)
-            else:
+            else:  # the shortest repeating pattern: the native sequence repeats it over the layers
+                period = next(p for p in range(1, len(names) + 1)
+                              if all(names[i] == names[i % p] for i in range(len(names))))
                 put(native, base + ("type",), "pattern")
-                put(native, base + ("pattern",), list(names))
+                put(native, base + ("pattern",), list(names[:period]))
                 for name in dict.fromkeys(names):
                     _import(rule.blocks[name], hf, native, base + ("blocks", name), h, run)
         else:

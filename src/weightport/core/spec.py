@@ -70,6 +70,7 @@ class ModelSpec:
     config: tuple
     weights: tuple
     native_model: str = "gpt"
+    hf_layout: str = "transformers5"  # the config.json layout written when none was recorded at import
     hf_rules: tuple = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +81,8 @@ class ModelSpec:
         object.__setattr__(self, "hf_rules", identity + self.config)
 
     def extend(self, *, name: str, model_type: str | None = None, architecture: str | None = None,
-               config: tuple = (), weights: tuple = (), drop: tuple[str, ...] = ()) -> ModelSpec:
+               config: tuple = (), weights: tuple = (), drop: tuple[str, ...] = (),
+               hf_layout: str | None = None) -> ModelSpec:
         """A variant: config and weight rules replace the family's rules with the same key (or are added);
         `drop` removes config rules by key."""
         return ModelSpec(
@@ -90,4 +92,5 @@ class ModelSpec:
             config=override(self.config, config, drop),
             weights=override(self.weights, weights),
             native_model=self.native_model,
+            hf_layout=hf_layout or self.hf_layout,
         )

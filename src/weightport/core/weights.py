@@ -93,11 +93,13 @@ class Repeat:
 
 @dataclass(frozen=True, slots=True)
 class Switch:
-    """Rules chosen by the `type` of the sub-config at `config`: `options = {type: (hf prefix, rules)}`."""
+    """Rules chosen by a field (`on`, default `type`) of the sub-config at `config`:
+    `options = {value: (hf prefix, rules)}`; the rules read the same sub-config."""
 
     native: str
     config: str
-    options: Mapping[str, tuple[str, tuple]]
+    options: Mapping[Any, tuple[str, tuple]]
+    on: str = "type"
 
 
 Rule = Union[Tensor, Linear, Section, Each, Repeat, Switch, tuple]
@@ -171,11 +173,11 @@ def walk(rules: tuple, config: Any, native: str = "", hf: str = "") -> list[Bind
                             _join(hf, _format(rule.hf, {"i": i})))
         elif isinstance(rule, Switch):
             sub = get(config, split(rule.config))
-            kind = sub.get("type") if isinstance(sub, dict) else None
+            kind = sub.get(rule.on) if isinstance(sub, dict) else None
             if kind not in rule.options:
                 raise ConfigError(
-                    f"{_join(native, rule.config)} has type {kind!r}, which this format cannot hold "
-                    f"(supported: {', '.join(rule.options)})")
+                    f"{_join(native, rule.config) or 'config'} has {rule.on} {kind!r}, which this format cannot hold "
+                    f"(supported: {', '.join(map(str, rule.options))})")
             prefix, sub_rules = rule.options[kind]
             out += walk(sub_rules, sub, _join(native, rule.native), _join(hf, prefix))
         else:

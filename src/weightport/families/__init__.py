@@ -7,9 +7,10 @@ import importlib
 from weightport.core.spec import ModelSpec
 from weightport.errors import ConfigError
 
-FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "mixtral": "mixtral", "mtp_llama": "mtp_llama"}
+FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "mixtral": "mixtral", "mtp_llama": "mtp_llama",
+            "apriel_hybrid_ssm": "apriel_hybrid_ssm"}
 # Formats of the native framework that weightport does not convert yet.
-PLANNED = ("apriel_hybrid_ssm", "apriel2_text", "gemma4", "llava", "llava_hybrid_ssm",
+PLANNED = ("apriel2_text", "gemma4", "llava", "llava_hybrid_ssm",
            "apriel2")
 
 
