@@ -8,9 +8,9 @@ from weightport.core.spec import ModelSpec
 from weightport.errors import ConfigError
 
 FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "mixtral": "mixtral", "mtp_llama": "mtp_llama",
-            "apriel_hybrid_ssm": "apriel_hybrid_ssm"}
+            "apriel_hybrid_ssm": "apriel_hybrid_ssm", "apriel2_text": "apriel2_text"}
 # Formats of the native framework that weightport does not convert yet.
-PLANNED = ("apriel2_text", "gemma4", "llava", "llava_hybrid_ssm",
+PLANNED = ("gemma4", "llava", "llava_hybrid_ssm",
            "apriel2")
 
 
