@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from weightport import families
-from weightport.core import config_rules
+from weightport.core import config_rules, layouts
 from weightport.core.paths import MISSING, dotted, get, leaves, put, remove
 from weightport.core.plan import Plan, Ref, Step, build
 from weightport.core.runtime import run
@@ -85,7 +85,7 @@ def _resolve(spec: ModelSpec, explicit: dict) -> dict:
 
 def import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str]:
     """(explicit native config, resolved native config, rotary layout) of an HF config dict."""
-    normalized, layout = hf_config.normalize(raw)
+    normalized, layout = layouts.normalize(raw, spec.layouts)
     explicit = config_rules.from_hf(spec.hf_rules, normalized, spec.name, GENERIC_HF_KEYS)
     return explicit, _resolve(spec, explicit), layout
 
@@ -93,7 +93,7 @@ def import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str]:
 def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | None = None) -> dict:
     """The HF config dict of a resolved native config, in `layout`. With the `original` config.json recorded at
     import, every key it had comes back, as long as the model it describes stays the same."""
-    produced = hf_config.relayout(config_rules.to_hf(spec.hf_rules, config, spec.name), layout)
+    produced = _written(spec, config, layout)
 
     target = canonical(config)
 
@@ -114,9 +114,9 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
         raise ConfigError(report(f"{spec.name} cannot represent this native config", diff))
     if original is None:
         return produced
-    normalized, original_layout = hf_config.normalize(original)
-    if original_layout != layout:
-        original = hf_config.relayout(normalized, layout)
+    normalized, original_layout = layouts.normalize(original, spec.layouts)
+    if not layouts.equivalent(original_layout, layout, spec.canonical):
+        original = layouts.write_layout(normalized, layout, spec.layouts, spec.canonical)
     final = produced
     for path, value in leaves(original).items():
         if get(final, path) != value and path[0] not in ("dtype", "torch_dtype"):
@@ -125,6 +125,11 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
         if get(original, path) is MISSING:
             final = _try(final, same, lambda c: remove(c, path))
     return final
+
+
+def _written(spec: ModelSpec, config: dict, layout: str) -> dict:
+    return layouts.write_layout(config_rules.to_hf(spec.hf_rules, config, spec.name), layout, spec.layouts,
+                                spec.canonical)
 
 
 def _try(config: dict, same: Callable[[dict], bool], change: Callable[[dict], None]) -> dict:
@@ -137,7 +142,7 @@ def _try(config: dict, same: Callable[[dict], bool], change: Callable[[dict], No
 
 
 def _value_notes(spec: ModelSpec, source: dict, config: dict, layout: str) -> list[str]:
-    expected = hf_config.relayout(config_rules.to_hf(spec.hf_rules, config, spec.name), layout)
+    expected = _written(spec, config, layout)
     return [
         f"config.json {dotted(p)} = {v!r} is stored natively as what {get(expected, p)!r} means; "
         "the original value is kept in the metadata and restored on export"
@@ -155,7 +160,7 @@ def open_checkpoint(path: str | Path, format: str | None = None) -> Checkpoint:
         explicit, config, layout = import_config(spec, raw)
         tensors = safetensors.read_checkpoint(path)
         return Checkpoint("hf", path, spec, explicit, config, tensors, raw, layout,
-                          _value_notes(spec, hf_config.normalize(raw)[0], config, layout))
+                          _value_notes(spec, raw, config, layout))
     if (path / native_ckpt.METADATA).is_file():
         meta = native_ckpt.read_metadata(path)
         extras = meta["metadata"].get("weightport") or {}
@@ -199,8 +204,8 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
                           f"{'native' if src.side == 'hf' else 'hf'}")
     if dtype != "auto" and dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r} is not one of auto, {', '.join(DTYPES)}")
-    if hf_layout is not None and hf_layout not in hf_config.LAYOUTS:
-        raise ConfigError(f"--hf-layout {hf_layout!r} is not one of {', '.join(hf_config.LAYOUTS)}")
+    if hf_layout is not None and hf_layout not in layouts.NAMES:
+        raise ConfigError(f"--hf-layout {hf_layout!r} is not one of {', '.join(layouts.NAMES)}")
     code = None if dtype == "auto" else DTYPES[dtype]
     notes = tuple(src.notes)
     if src.carried:

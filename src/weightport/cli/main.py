@@ -16,7 +16,7 @@ from pathlib import Path
 
 from weightport import api, families, synth
 from weightport.errors import WeightportError
-from weightport.io.hf_config import LAYOUTS
+from weightport.core.layouts import NAMES as LAYOUTS
 from weightport.io.safetensors import load, parse_size, read_checkpoint
 
 FORMATS = list(families.FAMILIES) + list(families.PLANNED)
@@ -36,9 +36,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--dtype", default="auto", choices=["auto", *api.DTYPES],
                          help="output dtype (default auto: keep the source dtype)")
         cmd.add_argument("--hf-layout", choices=LAYOUTS,
-                         help="config.json rotary layout on export: transformers5 (`rope_parameters`) or "
-                              "transformers4 (`rope_theta`/`rope_scaling`); default: the layout the model was "
-                              "imported from, else transformers5")
+                         help="config.json layout on export: transformers4 (`rope_theta`/`rope_scaling`), "
+                              "transformers5 (`rope_parameters`; Gemma 4 `global_head_dim`) or transformers5.15 "
+                              "(Gemma 4 `per_layer_config`); default: the layout the model was imported from, else "
+                              "the format's default")
 
     convert = commands.add_parser("convert", help="convert a checkpoint folder")
     source_options(convert)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from weightport.core.config_rules import Constant
+from weightport.core.layouts import CANONICAL, ROTARY_V4, Relayout
 from weightport.errors import SpecError
 
 
@@ -70,7 +71,9 @@ class ModelSpec:
     config: tuple
     weights: tuple
     native_model: str = "gpt"
-    hf_layout: str = "transformers5"  # the config.json layout written when none was recorded at import
+    hf_layout: str = CANONICAL  # the config.json layout written when none was recorded at import
+    layouts: tuple[Relayout, ...] = (ROTARY_V4,)  # other config.json layouts read, and written on request
+    canonical: tuple[str, ...] = (CANONICAL, "transformers5.15")  # layout names that mean the rules' own layout
     hf_rules: tuple = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,4 +96,6 @@ class ModelSpec:
             weights=override(self.weights, weights),
             native_model=self.native_model,
             hf_layout=hf_layout or self.hf_layout,
+            layouts=self.layouts,
+            canonical=self.canonical,
         )

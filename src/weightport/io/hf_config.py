@@ -1,9 +1,4 @@
-"""HF `config.json` as plain JSON, and the two on-disk layouts of rotary settings.
-
-transformers 4 writes `rope_theta` and `rope_scaling` at the top level; transformers 5 writes one
-`rope_parameters` dict holding `rope_theta` and `rope_type`. Family rules are written against the
-transformers 5 layout; `normalize` brings a transformers 4 config to it, and `relayout` goes back.
-"""
+"""HF `config.json` read and written as plain JSON (no transformers classes)."""
 
 from __future__ import annotations
 
@@ -12,10 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from weightport.errors import FormatError
-
-LAYOUTS = ("transformers5", "transformers4")
-DEFAULT_LAYOUT = "transformers5"
-
 
 def read_config(path: Path) -> dict[str, Any]:
     """The parsed `config.json` at `path`; FormatError if absent or not a JSON object."""
@@ -33,31 +24,3 @@ def read_config(path: Path) -> dict[str, Any]:
 def write_config(path: Path, config: dict[str, Any]) -> None:
     """Write `config.json` the way transformers does: sorted keys, indent 2, final newline."""
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def normalize(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The config in the transformers 5 rotary layout, and the layout it was found in."""
-    if "rope_parameters" in config or not ({"rope_theta", "rope_scaling"} & set(config)):
-        return config, DEFAULT_LAYOUT
-    out = dict(config)
-    scaling = out.pop("rope_scaling", None) or {}
-    if not isinstance(scaling, dict):
-        raise FormatError(f"config.json: rope_scaling must be an object or null, got {scaling!r}")
-    params = dict(scaling)
-    if "type" in params and "rope_type" not in params:
-        params["rope_type"] = params.pop("type")
-    if "rope_theta" in out:
-        params["rope_theta"] = out.pop("rope_theta")
-    out["rope_parameters"] = params
-    return out, "transformers4"
-
-
-def relayout(config: dict[str, Any], layout: str) -> dict[str, Any]:
-    """The config (in the transformers 5 layout) written in `layout`."""
-    if layout == DEFAULT_LAYOUT or "rope_parameters" not in config:
-        return config
-    out = dict(config)
-    params = dict(out.pop("rope_parameters"))
-    out["rope_theta"] = params.pop("rope_theta", None)
-    out["rope_scaling"] = None if params.get("rope_type", "default") == "default" and len(params) <= 1 else params
-    return out

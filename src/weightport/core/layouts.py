@@ -1,0 +1,125 @@
+"""The on-disk layouts of `config.json` that transformers versions write, and how to move between them.
+
+Family rules are written against one canonical layout (transformers 5 up to 5.14). A `Relayout` recognizes
+another layout, brings a config from it to the canonical one on import, and back on export:
+- `transformers4`: rotary settings as top-level `rope_theta` + `rope_scaling` instead of `rope_parameters`;
+- `transformers5.15`: Gemma 4's full-attention sizes as `per_layer_config` overrides instead of
+  `global_head_dim` / `num_global_key_value_heads`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from weightport.errors import ConfigError
+
+CANONICAL = "transformers5"
+NAMES = ("transformers4", "transformers5", "transformers5.15")
+
+
+@dataclass(frozen=True)
+class Relayout:
+    """A non-canonical config layout: how to recognize it, and how to convert to and from the canonical one."""
+
+    name: str
+    detect: Callable[[dict], bool]
+    to_canonical: Callable[[dict], dict]
+    from_canonical: Callable[[dict], dict]
+
+
+def _rotary_to_v5(config: dict) -> dict:
+    out = dict(config)
+    scaling = out.pop("rope_scaling", None) or {}
+    if not isinstance(scaling, dict):
+        raise ConfigError(f"config.json: rope_scaling must be an object or null, got {scaling!r}")
+    params = dict(scaling)
+    if "type" in params and "rope_type" not in params:
+        params["rope_type"] = params.pop("type")
+    if "rope_theta" in out:
+        params["rope_theta"] = out.pop("rope_theta")
+    out["rope_parameters"] = params
+    return out
+
+
+def _rotary_to_v4(config: dict) -> dict:
+    if "rope_parameters" not in config:
+        return config
+    out = dict(config)
+    params = dict(out.pop("rope_parameters"))
+    out["rope_theta"] = params.pop("rope_theta", None)
+    out["rope_scaling"] = None if params.get("rope_type", "default") == "default" and len(params) <= 1 else params
+    return out
+
+
+ROTARY_V4 = Relayout(
+    "transformers4",
+    detect=lambda c: "rope_parameters" not in c and bool({"rope_theta", "rope_scaling"} & set(c)),
+    to_canonical=_rotary_to_v5,
+    from_canonical=_rotary_to_v4,
+)
+
+_OVERRIDES = {"head_dim": "global_head_dim", "num_key_value_heads": "num_global_key_value_heads"}
+
+
+def _full_layers(config: dict) -> list[int]:
+    return [i for i, kind in enumerate(config.get("layer_types") or []) if kind == "full_attention"]
+
+
+def _per_layer_to_flat(config: dict) -> dict:
+    out = dict(config)
+    overrides = {int(k): v for k, v in (out.pop("per_layer_config") or {}).items()}
+    full = _full_layers(out)
+    distinct = {repr(sorted(v.items())) for v in overrides.values()}
+    if set(overrides) != set(full) or len(distinct) > 1:
+        raise ConfigError(
+            f"config.json: per_layer_config overrides layers {sorted(overrides)}, but weightport needs the same "
+            f"overrides on exactly the full_attention layers {full}")
+    if overrides:
+        override = next(iter(overrides.values()))
+        unknown = sorted(set(override) - set(_OVERRIDES))
+        if unknown:
+            raise ConfigError(f"config.json: per_layer_config overrides {unknown}, which weightport cannot convert")
+        out.update({_OVERRIDES[k]: v for k, v in override.items()})
+    return out
+
+
+def _flat_to_per_layer(config: dict) -> dict:
+    out = dict(config)
+    override = {"head_dim": out.pop("global_head_dim", None)}
+    heads = out.pop("num_global_key_value_heads", None)
+    if heads is not None and out.get("attention_k_eq_v"):
+        override["num_key_value_heads"] = heads
+    width = len(str(max(len(out.get("layer_types") or []) - 1, 0)))
+    out["per_layer_config"] = {str(i).zfill(width): dict(override) for i in _full_layers(out)}
+    return out
+
+
+PER_LAYER = Relayout("transformers5.15", detect=lambda c: "per_layer_config" in c,
+                     to_canonical=_per_layer_to_flat, from_canonical=_flat_to_per_layer)
+
+
+def normalize(config: dict, relayouts: tuple[Relayout, ...]) -> tuple[dict, str]:
+    """The config in the canonical layout, and the layout it was found in."""
+    for relayout in relayouts:
+        if relayout.detect(config):
+            return relayout.to_canonical(config), relayout.name
+    return config, CANONICAL
+
+
+def write_layout(config: dict, layout: str, relayouts: tuple[Relayout, ...], canonical: tuple[str, ...]) -> dict:
+    """The canonical-layout config written in `layout`."""
+    if layout in canonical:
+        return config
+    for relayout in relayouts:
+        if relayout.name == layout:
+            return relayout.from_canonical(config)
+    raise ConfigError(f"this format has no config.json layout {layout!r} "
+                      f"(available: {', '.join(canonical + tuple(r.name for r in relayouts))})")
+
+
+def equivalent(layout: str, other: str, canonical: tuple[str, ...]) -> bool:
+    return layout == other or (layout in canonical and other in canonical)
+
+
+__all__ = ["CANONICAL", "NAMES", "PER_LAYER", "ROTARY_V4", "Relayout", "equivalent", "normalize", "write_layout"]
