@@ -53,7 +53,8 @@ def test_family_declaration_is_well_formed(name):
 
 
 def rotary_families() -> list[str]:
-    return [n for n in families.FAMILIES if {"rope_parameters", "rope_theta"} & set(fixture(n))]
+    return [n for n in families.FAMILIES
+            if "rope_theta" in fixture(n) or "rope_type" in fixture(n).get("rope_parameters", {})]
 
 
 @pytest.mark.parametrize("name", families.FAMILIES)
@@ -78,9 +79,9 @@ def test_every_architecture_field_is_claimed_and_the_config_comes_back(name, rop
 
 @pytest.mark.parametrize("name", families.FAMILIES)
 @pytest.mark.parametrize("path, value", [
-    (("decoder", "block", "mixer", "query_norm"), {"type": "rms_norm", "epsilon": 1e-6, "zero_centered": False}),
+    (("decoder", "block", "mixer", "query_norm"), {"type": "layer_norm", "epsilon": 1e-6, "zero_centered": False}),
     (("decoder", "block", "normalization", "type"), "layer_norm"),
-    (("head", "final_logit_softcap"), 30.0),
+    (("head", "logits_scale_factor"), 2.0),
     (("embeddings", "embedding_scale"), 2.0),
     (("peft", "type"), "lora"),
 ])

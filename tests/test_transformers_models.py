@@ -35,6 +35,16 @@ CASES = {
                           "sliding_window": 8}),
     "qwen2_tied_head_dim_bf16": ("Qwen2Config", "Qwen2ForCausalLM",
                                  {"tie_word_embeddings": True, "head_dim": 16, "dtype": "bfloat16"}),
+    "gemma4_dense": ("Gemma4TextConfig", "Gemma4ForCausalLM", {
+        "head_dim": 8, "global_head_dim": 16, "hidden_size_per_layer_input": 0, "num_hidden_layers": 3,
+        "layer_types": ["sliding_attention", "sliding_attention", "full_attention"], "sliding_window": 8,
+        "tie_word_embeddings": False}),
+    "gemma4_moe_kv_shared_bf16": ("Gemma4TextConfig", "Gemma4ForCausalLM", {
+        "head_dim": 8, "global_head_dim": 16, "num_global_key_value_heads": 1, "attention_k_eq_v": True,
+        "hidden_size_per_layer_input": 0, "num_hidden_layers": 3, "sliding_window": 8,
+        "layer_types": ["sliding_attention", "full_attention", "full_attention"], "enable_moe_block": True,
+        "num_experts": 3, "top_k_experts": 2, "moe_intermediate_size": 16, "final_logit_softcapping": 30.0,
+        "dtype": "bfloat16"}),
 }
 
 
@@ -81,3 +91,19 @@ def test_dtype_option_casts_and_records_it(tmp_path):
     assert hf_config(tmp_path / "back")["dtype"] == "float32"
     back, source = tensors(tmp_path / "back"), tensors(tmp_path / "hf")
     assert all(torch.equal(back[k], source[k].to(torch.bfloat16).to(torch.float32)) for k in source)
+
+
+def test_gemma4_both_config_layouts(tmp_path):
+    """transformers >= 5.15 writes per_layer_config; the <= 5.14 layout (global_head_dim) is written on request,
+    and transformers reads both as the same model."""
+    source = build("gemma4_moe_kv_shared_bf16", tmp_path / "hf")
+    assert "per_layer_config" in hf_config(tmp_path / "hf")
+    weightport.convert(tmp_path / "hf", tmp_path / "native")
+    weightport.convert(tmp_path / "native", tmp_path / "old", hf_layout="transformers5")
+    old = hf_config(tmp_path / "old")
+    assert "per_layer_config" not in old and old["global_head_dim"] == 16 and old["num_global_key_value_heads"] == 1
+    converted = transformers.Gemma4ForCausalLM.from_pretrained(tmp_path / "old").eval()
+    assert torch.equal(logits(source, BASE["vocab_size"]), logits(converted, BASE["vocab_size"]))
+    weightport.convert(tmp_path / "old", tmp_path / "native2")
+    weightport.convert(tmp_path / "native2", tmp_path / "new", hf_layout="transformers5.15")
+    assert hf_config(tmp_path / "new")["per_layer_config"] == hf_config(tmp_path / "hf")["per_layer_config"]

@@ -119,7 +119,7 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
         original = layouts.write_layout(normalized, layout, spec.layouts, spec.canonical)
     final = produced
     for path, value in leaves(original).items():
-        if get(final, path) != value and path[0] not in ("dtype", "torch_dtype"):
+        if get(final, path) != value:
             final = _try(final, same, lambda c: put(c, path, copy.deepcopy(value)))
     for path in leaves(produced):
         if get(original, path) is MISSING:
@@ -222,7 +222,7 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     config = export_config(src.spec, src.config, layout, src.hf_config)
     dtypes = {ref.dtype for step in out.steps for ref in step.dst}
     keys = [k for k in ("dtype", "torch_dtype") if k in (src.hf_config or {"dtype": None})]
-    if len(dtypes) == 1 and dtypes <= set(DTYPE_NAMES):
+    if len(dtypes) == 1 and dtypes <= set(DTYPE_NAMES):  # else (mixed dtypes) the recorded value stays
         config.update(dict.fromkeys(keys, DTYPE_NAMES[dtypes.pop()]))
     return Plan(out.family, out.direction, out.steps, config, out.notes)
 

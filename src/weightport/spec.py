@@ -11,6 +11,7 @@ from __future__ import annotations
 from weightport.core import config_rules
 from weightport.core.config_rules import Choice, Computed, Constant, Derived, Entries, Ignore, Nested, Rename
 from weightport.core.ops import Flatten, T
+from weightport.core.layouts import PER_LAYER
 from weightport.core.spec import ModelSpec, override, section
 from weightport.core.weights import Each, Fuse, Linear, Repeat, Section, Switch, Tensor
 from weightport.native.schema import block_names as _block_names, blocks as _blocks
@@ -34,6 +35,6 @@ def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each
 
 
 __all__ = [
-    "Blocks", "Entries", "Items", "Layout", "section", "Choice", "Computed", "Constant", "Derived", "Each", "Flatten", "Fuse", "Ignore", "Linear",
+    "PER_LAYER", "Blocks", "Entries", "Items", "Layout", "section", "Choice", "Computed", "Constant", "Derived", "Each", "Flatten", "Fuse", "Ignore", "Linear",
     "ModelSpec", "Nested", "Rename", "Repeat", "Section", "Switch", "T", "Tensor", "override",
 ]

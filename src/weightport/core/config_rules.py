@@ -34,23 +34,27 @@ class Rename:
 
 @dataclass(frozen=True, slots=True)
 class Constant:
-    """A value fixed on one side: a native field set on import and checked on export, or an HF key written on
-    export (unless `write=False`) and checked (if present) on import."""
+    """A value fixed on one side: a native field set on import and checked on export (a training setting, absent
+    from resolved configs, is only set), or an HF key written on export (unless `write=False`) and checked (if
+    present) on import, where the values in `also` are accepted too."""
 
     value: Any
     native: str | None = None
     hf: str | None = None
     reason: str = ""
     write: bool = True
+    also: tuple = ()  # other HF values accepted on import
 
 
 @dataclass(frozen=True, slots=True)
 class Derived:
-    """A native field computed from the HF section on import; on export the round-trip check verifies it."""
+    """A native field (and its subtree) computed from the HF section on import. On export its value is written
+    to `hf` when given; either way the round-trip check verifies it."""
 
     native: str
     from_hf: Callable[[dict], Any]
     reason: str
+    hf: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +124,8 @@ class Layout:
 Rule = Union[Rename, Constant, Derived, Computed, Ignore, Choice, Nested, Entries, Layout]
 
 
-def _names(spelled: str | tuple[str, ...]) -> tuple[str, ...]:
-    return (spelled,) if isinstance(spelled, str) else spelled
+def _names(spelled: Any) -> tuple:
+    return spelled if isinstance(spelled, tuple) else (spelled,)
 
 
 @dataclass
@@ -213,9 +217,11 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
                 path = join(h, rule.hf)
                 run.hf_claims.add(path)
                 value = get(hf, path)
-                if value is not MISSING and value != rule.value:
+                if value is not MISSING and value != rule.value and value not in rule.also:
                     run.problems.append(f"{dotted(path)} = {value!r}, but {run.family} requires {rule.value!r}")
         elif isinstance(rule, Derived):
+            if rule.hf is not None:
+                run.hf_claims.add(join(h, rule.hf))
             try:
                 put(native, join(n, rule.native), rule.from_hf(section))
             except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
@@ -239,9 +245,12 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
             run.hf_claims.add(path)
             name = get(hf, path, None)
             name = rule.default if name is None else name
+            if isinstance(name, (list, dict)):
+                run.problems.append(f"{dotted(path)} = {name!r} is not a type name")
+                continue
             match = [t for t, (spelled, _) in rule.options.items() if name in _names(spelled)]
             if not match:
-                supported = ", ".join(s for spelled, _ in rule.options.values() for s in _names(spelled))
+                supported = ", ".join(str(s) for spelled, _ in rule.options.values() for s in _names(spelled))
                 run.problems.append(f"{dotted(path)} = {name!r} is not supported (supported: {supported})")
                 continue
             put(native, join(n, rule.native, "type"), match[0])
@@ -315,14 +324,16 @@ def _export(rules: tuple, native: dict, hf: dict, n: Path, h: Path, run: _Run) -
                 run.native_claims.add(path)
                 run.native_subtrees.add(path)
                 value = get(native, path)
-                if value != rule.value:
+                if value != rule.value and value is not MISSING:
                     run.problems.append(
                         f"{dotted(path)} = {value!r} cannot be represented: {run.family} requires {rule.value!r}"
                         + (f" ({rule.reason})" if rule.reason else ""))
             elif rule.write:
                 _write(hf, join(h, rule.hf), rule.value, (), run)
         elif isinstance(rule, Derived):
-            run.native_claims.add(join(n, rule.native))
+            run.native_subtrees.add(join(n, rule.native))
+            if rule.hf is not None:
+                _write(hf, join(h, rule.hf), get(native, join(n, rule.native)), join(n, rule.native), run)
         elif isinstance(rule, Ignore):
             if rule.native is not None:
                 run.native_subtrees.add(join(n, rule.native))

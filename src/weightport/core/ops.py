@@ -41,7 +41,8 @@ class T:
 @dataclass(frozen=True, slots=True)
 class Flatten:
     """Merge HF dims `dim .. dim+len(sizes)-1` into one native dim; `sizes` are the HF sizes (ints once resolved;
-    config paths in a declaration). Example: patch conv (O, 3, p, p) <-> native (O, 3*p*p) is Flatten(1, (3, p, p))."""
+    config paths in a declaration; one may be -1). Example: patch conv (O, 3, p, p) <-> native (O, 3*p*p) is
+    Flatten(1, (3, p, p)); stacked experts (E, 2I, H) <-> native (E*2I, H) is Flatten(0, ("experts", -1))."""
 
     dim: int
     sizes: tuple
@@ -51,7 +52,11 @@ class Flatten:
         return shape[: self.dim] + (math.prod(shape[self.dim : end]),) + shape[end:]
 
     def hf_shape(self, shape: Shape) -> Shape:
-        return shape[: self.dim] + tuple(self.sizes) + shape[self.dim + 1 :]
+        sizes = list(self.sizes)
+        if -1 in sizes:  # one size may be inferred
+            known = math.prod(s for s in sizes if s != -1)
+            sizes[sizes.index(-1)] = shape[self.dim] // known if known else 0
+        return shape[: self.dim] + tuple(sizes) + shape[self.dim + 1 :]
 
     def to_native(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.flatten(self.dim, self.dim + len(self.sizes) - 1)

@@ -8,9 +8,10 @@ from weightport.core.spec import ModelSpec
 from weightport.errors import ConfigError
 
 FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "mixtral": "mixtral", "mtp_llama": "mtp_llama",
-            "apriel_hybrid_ssm": "apriel_hybrid_ssm", "apriel2_text": "apriel2_text"}
+            "apriel_hybrid_ssm": "apriel_hybrid_ssm", "apriel2_text": "apriel2_text",
+            "gemma4": "gemma4"}
 # Formats of the native framework that weightport does not convert yet.
-PLANNED = ("gemma4", "llava", "llava_hybrid_ssm",
+PLANNED = ("llava", "llava_hybrid_ssm",
            "apriel2")
 
 

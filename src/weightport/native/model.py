@@ -151,4 +151,12 @@ def _stochastic(mixer: dict, hidden: int, prefix: str) -> Shapes:
 
 
 MIXERS = {"attention": _attention, "mamba": _mamba, "gdn": _gdn, "kda": _kda, "stochastic": _stochastic}
-MLPS = {"mlp": _mlp, "moe": _moe}
+def _hybrid_moe(mlp: dict, hidden: int, prefix: str) -> Shapes:
+    out = _mlp(mlp["dense"], hidden, f"{prefix}.dense")
+    out.update(_moe(mlp["routed"], hidden, f"{prefix}.routed"))
+    out.update(_norm(mlp["pre_norm"], hidden, f"{prefix}.pre_norm"))
+    out.update(_norm(mlp["post_norm"], hidden, f"{prefix}.post_norm"))
+    return out
+
+
+MLPS = {"mlp": _mlp, "moe": _moe, "hybrid_moe": _hybrid_moe}

@@ -142,6 +142,10 @@ KINDS: dict[str, Kind] = {
             "auxiliary_loss_coefficient": Value(0.01, arch=False), "z_loss_coefficient": Value(0.0, arch=False),
             "jitter_eps": Value(0.0, arch=False),
         },
+        "hybrid_moe": {
+            "dense": Sub("mlp"), "routed": Sub("mlp"),
+            "pre_norm": Sub("normalization", optional=True), "post_norm": Sub("normalization", optional=True),
+        },
     }, "mlp"),
     "normalization": Kind({
         "layer_norm": {**_NORM, "bias": Sub("parameter")},
@@ -211,6 +215,11 @@ def resolve(kind: str, value: Any, path: Path = ()) -> Any:
 
 def _validate(kind: str, cfg: dict, path: Path) -> None:
     """Resolve derived defaults and check the invariants Fast-LLM enforces at validation."""
+    if kind == "mlp" and cfg["type"] == "hybrid_moe":
+        if cfg["routed"]["type"] != "moe" or cfg["routed"]["shared_experts"] or cfg["dense"]["type"] != "mlp":
+            raise ConfigError(f"native config: {dotted(path)} needs a dense `mlp` and a routed `moe` without shared "
+                              "experts")
+        return
     if kind == "mlp" and cfg["activation"] is None:
         cfg["activation"] = "silu" if cfg["gated"] else "gelu"
     if kind == "rotary" and cfg["type"] == "yarn" and cfg["attention_factor"] is None:
