@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import weightport
-from helpers import assert_same_tensors, hf_config, native_meta, tensors
+from helpers import assert_same_tensors, hf_config, model_inputs, native_meta, tensors
 
 transformers = pytest.importorskip("transformers")
 
@@ -107,3 +107,32 @@ def test_gemma4_both_config_layouts(tmp_path):
     weightport.convert(tmp_path / "old", tmp_path / "native2")
     weightport.convert(tmp_path / "native2", tmp_path / "new", hf_layout="transformers5.15")
     assert hf_config(tmp_path / "new")["per_layer_config"] == hf_config(tmp_path / "hf")["per_layer_config"]
+
+
+def build_llava(folder, *, tied: bool, text: str) -> torch.nn.Module:
+    text_config = getattr(transformers, text)(**{**BASE, "tie_word_embeddings": tied})
+    vision = transformers.PixtralVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                              num_attention_heads=4, patch_size=4, image_size=16, head_dim=8)
+    config = transformers.LlavaConfig(text_config=text_config, vision_config=vision, image_token_index=95,
+                                      projector_hidden_act="gelu", vision_feature_layer=-1,
+                                      vision_feature_select_strategy="full", tie_word_embeddings=tied)
+    torch.manual_seed(0)
+    model = transformers.LlavaForConditionalGeneration(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0, 0.05)
+    model.eval().save_pretrained(folder)
+    return model
+
+
+@pytest.mark.parametrize("tied, text", [(False, "MistralConfig"), (True, "MistralConfig"), (False, "LlamaConfig")])
+def test_llava_through_native_and_back_with_an_image(tmp_path, tied, text):
+    source = build_llava(tmp_path / "hf", tied=tied, text=text)
+    weightport.convert(tmp_path / "hf", tmp_path / "native")
+    weightport.convert(tmp_path / "native", tmp_path / "back")
+    assert_same_tensors(tensors(tmp_path / "back"), tensors(tmp_path / "hf"))
+    assert hf_config(tmp_path / "back") == hf_config(tmp_path / "hf")
+    converted = transformers.LlavaForConditionalGeneration.from_pretrained(tmp_path / "back").eval()
+    inputs = model_inputs(hf_config(tmp_path / "hf"))
+    with torch.no_grad():
+        assert torch.equal(source(**inputs).logits, converted(**inputs).logits)

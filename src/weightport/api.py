@@ -117,6 +117,8 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
     normalized, original_layout = layouts.normalize(original, spec.layouts)
     if not layouts.equivalent(original_layout, layout, spec.canonical):
         original = layouts.write_layout(normalized, layout, spec.layouts, spec.canonical)
+    if same(original):  # the model did not change: the recorded config.json as it was
+        return copy.deepcopy(original)
     final = produced
     for path, value in leaves(original).items():
         if get(final, path) != value:

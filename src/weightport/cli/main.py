@@ -19,7 +19,7 @@ from weightport.errors import WeightportError
 from weightport.core.layouts import NAMES as LAYOUTS
 from weightport.io.safetensors import load, parse_size, read_checkpoint
 
-FORMATS = list(families.FAMILIES) + list(families.PLANNED)
+FORMATS = list(families.FAMILIES)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             _demo(args.dir)
         else:
             for name in FORMATS:
-                print(f"{name:<20} {'supported' if name in families.FAMILIES else 'planned'}")
+                spec = families.load(name)
+                print(f"{name:<18} model_type {spec.model_type:<14} {spec.architecture} ({spec.native_model})")
     except WeightportError as err:
         if args.debug:
             raise

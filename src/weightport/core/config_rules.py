@@ -59,10 +59,11 @@ class Derived:
 
 @dataclass(frozen=True, slots=True)
 class Computed:
-    """An HF key that is a function of the other keys of its HF section: written on export, checked on import."""
+    """An HF key that is a function of other HF keys (the function gets the whole HF config): written on export
+    after the other rules of its table, checked on import when present."""
 
     hf: str
-    from_section: Callable[[dict], Any]
+    from_hf: Callable[[dict], Any]
     reason: str
 
 
@@ -80,22 +81,27 @@ class Ignore:
 class Choice:
     """Dispatch on a type: native `<native>.type` selects an option, whose HF name is written to `<hf>.<key>`;
     on import the HF name (or `default` when absent) selects it. Each option is `(HF name, rules)`; the HF name
-    may be a tuple of accepted spellings, the first one written."""
+    may be a tuple of accepted spellings, the first one written. With `stored=False` the native side keeps no
+    type (the HF name only selects rules, e.g. a Llava text model's `model_type`); export then takes the first
+    option whose native constants the config has."""
 
     native: str
     hf: str
-    options: Mapping[str, tuple[str | tuple[str, ...], tuple]]
+    options: Mapping[str, tuple[Any, tuple]]
     key: str = "type"
-    default: str | None = None
+    default: Any = None
+    stored: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Nested:
-    """Rules of a sub-section, rooted at `native` and `hf` (either may be empty)."""
+    """Rules of a sub-section, rooted at `native` and `hf` (either may be empty). An `optional` section is
+    skipped on import when its HF dict is absent, and on export when its native config is None."""
 
     native: str
     hf: str
     rules: tuple
+    optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +215,7 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
                         f"{dotted(path)} = {value!r} is not supported (supported: {', '.join(map(str, rule.values))})")
                     continue
                 value = rule.values[value]
-            put(native, join(n, rule.native), value)
+            _set(native, join(n, rule.native), value, path, run)
         elif isinstance(rule, Constant):
             if rule.native is not None:
                 put(native, join(n, rule.native), rule.value)
@@ -232,9 +238,9 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
             value = get(hf, path)
             if value is not MISSING:
                 try:
-                    expected = rule.from_section(section)
+                    expected = rule.from_hf(hf)
                 except (KeyError, TypeError, ValueError) as err:
-                    expected = err
+                    expected = f"<cannot compute: {err!r}>"
                 if value != expected:
                     run.problems.append(f"{dotted(path)} = {value!r}, but the rest of the config implies {expected!r}")
         elif isinstance(rule, Ignore):
@@ -253,9 +259,13 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
                 supported = ", ".join(str(s) for spelled, _ in rule.options.values() for s in _names(spelled))
                 run.problems.append(f"{dotted(path)} = {name!r} is not supported (supported: {supported})")
                 continue
-            put(native, join(n, rule.native, "type"), match[0])
+            if rule.stored:
+                put(native, join(n, rule.native, "type"), match[0])
             _import(rule.options[match[0]][1], hf, native, join(n, rule.native), join(h, rule.hf), run)
         elif isinstance(rule, Nested):
+            if rule.optional and get(hf, join(h, rule.hf), None) is None:
+                run.hf_claims.add(join(h, rule.hf))
+                continue
             _import(rule.rules, hf, native, join(n, rule.native), join(h, rule.hf), run)
         elif isinstance(rule, Entries):
             path = join(h, rule.hf)
@@ -292,6 +302,14 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
                     _import(rule.blocks[name], hf, native, base + ("blocks", name), h, run)
         else:
             raise SpecError(f"{run.family}: {rule!r} is not a config rule")
+
+
+def _set(native: dict, path: Path, value: Any, source: Path, run: _Run) -> None:
+    current = get(native, path)
+    if current is not MISSING and current != value:
+        run.problems.append(f"{dotted(source)} = {value!r} disagrees with another key that sets {dotted(path)} to "
+                            f"{current!r}")
+    put(native, path, value)
 
 
 def _write(hf: dict, path: Path, value: Any, source: Path, run: _Run) -> None:
@@ -339,9 +357,21 @@ def _export(rules: tuple, native: dict, hf: dict, n: Path, h: Path, run: _Run) -
                 run.native_subtrees.add(join(n, rule.native))
         elif isinstance(rule, Choice):
             base = join(n, rule.native)
-            run.native_claims.add(join(base, "type"))
-            kind = get(native, join(base, "type"))
+            if rule.stored:
+                run.native_claims.add(join(base, "type"))
+                kind = get(native, join(base, "type"))
+            else:
+                misses = {k: [f"{dotted(join(base, p))} = {get(native, join(base, p))!r} (needs {v!r})"
+                              for p, v in _constants(sub).items() if get(native, join(base, p)) != v]
+                          for k, (_, sub) in rule.options.items()}
+                kind = next((k for k, miss in misses.items() if not miss), None)
+                if kind is None:
+                    run.native_subtrees.add(base)
+                    run.problems.append(f"no {dotted(join(h, rule.hf, rule.key))} of {run.family} fits: " + "; ".join(
+                        f"{k} needs {miss[0]}" for k, miss in misses.items()))
+                    continue
             if kind not in rule.options:
+                run.native_subtrees.add(base)
                 run.problems.append(
                     f"{dotted(join(base, 'type'))} = {kind!r} cannot be exported as {run.family} "
                     f"(supported: {', '.join(rule.options)})")
@@ -350,6 +380,9 @@ def _export(rules: tuple, native: dict, hf: dict, n: Path, h: Path, run: _Run) -
             _write(hf, join(h, rule.hf, rule.key), _names(spelled)[0], base, run)
             _export(sub_rules, native, hf, base, join(h, rule.hf), run)
         elif isinstance(rule, Nested):
+            if rule.optional and get(native, join(n, rule.native), None) is None:
+                run.native_claims.add(join(n, rule.native))
+                continue
             _export(rule.rules, native, hf, join(n, rule.native), join(h, rule.hf), run)
         elif isinstance(rule, Entries):
             base = join(n, rule.native)
@@ -365,7 +398,7 @@ def _export(rules: tuple, native: dict, hf: dict, n: Path, h: Path, run: _Run) -
     for rule in rules:  # computed keys last, from the section the other rules wrote
         if isinstance(rule, Computed):
             try:
-                _write(hf, join(h, rule.hf), rule.from_section(get(hf, h, {})), (), run)
+                _write(hf, join(h, rule.hf), rule.from_hf(hf), (), run)
             except (KeyError, TypeError, ValueError) as err:
                 run.problems.append(f"cannot compute {dotted(join(h, rule.hf))} ({rule.reason}): {err!r}")
 

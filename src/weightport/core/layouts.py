@@ -52,11 +52,27 @@ def _rotary_to_v4(config: dict) -> dict:
     return out
 
 
+def _is_v4(config: dict) -> bool:
+    return "rope_parameters" not in config and bool({"rope_theta", "rope_scaling"} & set(config))
+
+
+def _each_model(convert: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    """Apply a rotary conversion to the config and to its sub-model configs (`text_config`, `vision_config`)."""
+    def apply(config: dict) -> dict:
+        out = convert(config)
+        for key in ("text_config", "vision_config"):
+            if isinstance(out.get(key), dict):
+                out = {**out, key: convert(out[key])}
+        return out
+
+    return apply
+
+
 ROTARY_V4 = Relayout(
     "transformers4",
-    detect=lambda c: "rope_parameters" not in c and bool({"rope_theta", "rope_scaling"} & set(c)),
-    to_canonical=_rotary_to_v5,
-    from_canonical=_rotary_to_v4,
+    detect=lambda c: any(_is_v4(x) for x in (c, c.get("text_config"), c.get("vision_config")) if isinstance(x, dict)),
+    to_canonical=_each_model(lambda c: _rotary_to_v5(c) if _is_v4(c) else c),
+    from_canonical=_each_model(_rotary_to_v4),
 )
 
 _OVERRIDES = {"head_dim": "global_head_dim", "num_key_value_heads": "num_global_key_value_heads"}

@@ -74,11 +74,12 @@ class ModelSpec:
     hf_layout: str = CANONICAL  # the config.json layout written when none was recorded at import
     layouts: tuple[Relayout, ...] = (ROTARY_V4,)  # other config.json layouts read, and written on request
     canonical: tuple[str, ...] = (CANONICAL, "transformers5.15")  # layout names that mean the rules' own layout
+    aliases: tuple[str, ...] = ()  # other HF model types read as this format
     hf_rules: tuple = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         identity = (
-            Constant(self.model_type, hf="model_type", reason="identifies the format"),
+            Constant(self.model_type, hf="model_type", reason="identifies the format", also=self.aliases),
             Constant([self.architecture], hf="architectures", reason="the transformers class of the format"),
         )
         object.__setattr__(self, "hf_rules", identity + self.config)

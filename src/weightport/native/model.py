@@ -26,6 +26,20 @@ def parameters(config: dict) -> Shapes:
         out.update(_norm(config["head"]["normalization"], hidden, f"multi_token_prediction.heads.{j}.final_norm"))
     if not config["tied_embedding_weight"]:
         out["head.output_weights"] = (vocab, hidden)
+    if config.get("vision_encoder"):
+        out.update(_vision(config["vision_encoder"], hidden, "vision_encoder"))
+    return out
+
+
+def _vision(vision: dict, text_hidden: int, prefix: str) -> Shapes:
+    hidden, patches = vision["hidden_size"], vision["embeddings"]
+    size = 3 * patches["patch_height"] * patches["patch_width"]  # input channels are fixed at 3
+    out = _linear({"add_linear_biases": False, **patches}, "patch_embeddings",
+                  f"{prefix}.embeddings.patch_embeddings", hidden, size)
+    out.update(_norm(patches["normalization"], hidden, f"{prefix}.embeddings.normalization"))
+    for i, block in enumerate(blocks(vision["encoder"])):
+        out.update(_block(block, hidden, f"{prefix}.encoder.{i}"))
+    out.update(_mlp(vision["adapter"], hidden, f"{prefix}.adapter", out_size=text_hidden))
     return out
 
 
@@ -69,10 +83,10 @@ def _attention(mixer: dict, hidden: int, prefix: str) -> Shapes:
     return out
 
 
-def _mlp(mlp: dict, hidden: int, prefix: str, experts: int = 1) -> Shapes:
-    size = mlp["intermediate_size"] * experts
+def _mlp(mlp: dict, hidden: int, prefix: str, experts: int = 1, out_size: int | None = None) -> Shapes:
+    size, out_size = mlp["intermediate_size"] * experts, out_size or hidden
     out = _linear(mlp, "layer_1", f"{prefix}.layer_1", size * (2 if mlp["gated"] else 1), hidden)
-    out.update(_linear(mlp, "layer_2", f"{prefix}.layer_2", size, hidden, bias_size=hidden))
+    out.update(_linear(mlp, "layer_2", f"{prefix}.layer_2", size, out_size, bias_size=out_size))
     out.update(_norm(mlp["pre_norm"], hidden, f"{prefix}.pre_norm"))
     out.update(_norm(mlp["post_norm"], hidden, f"{prefix}.post_norm"))
     return out

@@ -70,6 +70,19 @@ KINDS: dict[str, Kind] = {
         "hidden_size": Value(1024), "embeddings": Sub("embeddings"), "decoder": Sub("block_sequence"),
         "head": Sub("head"), "tied_embedding_weight": Value(False), "peft": Sub("peft"),
     }}, "gpt"),
+    "multimodal": Kind({"multimodal": {
+        "hidden_size": Value(1024), "embeddings": Sub("embeddings"), "decoder": Sub("block_sequence"),
+        "head": Sub("head"), "tied_embedding_weight": Value(False), "peft": Sub("peft"),
+        "vision_encoder": Sub("vision_encoder", optional=True), "image_token_index": Value(None),
+    }}, "multimodal"),
+    "vision_encoder": Kind({"vision_encoder": {
+        "embeddings": Sub("patch_embeddings"), "encoder": Sub("block_sequence"), "adapter": Sub("mlp"),
+        "hidden_size": Value(1024), "normalization": Value(None, arch=False),  # image preprocessing statistics
+    }}, "vision_encoder"),
+    "patch_embeddings": Kind({"patch_embeddings": {
+        "patch_embeddings": Sub("affine_linear"), "normalization": Sub("normalization"), "patch_height": Value(16),
+        "patch_width": Value(16),
+    }}, "patch_embeddings"),
     "embeddings": Kind({"embeddings": {
         "vocab_size": Value(49152), "word_embeddings": Sub("parameter"),
         "position_embeddings": Sub("optional_parameter"), "num_position_embeddings": Value(2048),
@@ -170,7 +183,8 @@ KINDS: dict[str, Kind] = {
     "affine_linear": Kind({"affine_linear": _LINEAR}, "affine_linear"),
 }
 # Kinds whose dicts carry no `type` key on disk (they have a single class).
-UNTYPED = frozenset({"embeddings", "head", "parameter", "optional_parameter", "affine_linear", "convolution", "gpt"})
+UNTYPED = frozenset({"embeddings", "head", "parameter", "optional_parameter", "affine_linear", "convolution", "gpt",
+                     "multimodal", "vision_encoder", "patch_embeddings"})
 # Kinds whose `type` defaults depend on the parent: GDN and KDA normalize with a gated RMS norm.
 _NESTED_DEFAULT_TYPES = {("gdn", "normalization"): "gated_rms_norm", ("kda", "normalization"): "gated_rms_norm"}
 

@@ -1,0 +1,131 @@
+"""Llava (`llava`, `LlavaForConditionalGeneration`): a Pixtral vision encoder, a two-layer projector and a Mistral
+or Llama text model (`text_config.model_type`), in one checkpoint (native model `multimodal`).
+
+Pixtral's patch convolution (Hv, 3, p, p) is flattened natively to (Hv, 3*p*p); its attention is bidirectional
+with 2-D rotary. The projector is the native vision adapter (`linear_2` stored transposed).
+"""
+
+from weightport.families import llama, mistral
+from weightport.spec import (
+    Blocks, Choice, Constant, Derived, Flatten, Ignore, Linear, ModelSpec, Nested, Rename, Section, T, Tensor,
+)
+
+# Pixtral's image normalization (CLIP statistics), which Fast-LLM records with the vision encoder.
+IMAGE_NORMALIZATION = (
+    Constant([0.48145466, 0.4578275, 0.40821073], native="normalization.mean", reason="image preprocessing"),
+    Constant([0.26862954, 0.26130258, 0.27577711], native="normalization.std", reason="image preprocessing"),
+)
+UNSET = ("query_layer", "key_layer", "value_layer", "dense_layer")
+
+
+def _rms(path: str) -> tuple:
+    return (Constant("rms_norm", native=f"{path}.type"),
+            Constant(1e-5, native=f"{path}.epsilon", reason="Pixtral's norms use 1e-5 whatever the config says"),
+            Constant(False, native=f"{path}.zero_centered"))
+
+
+VISION_BLOCK = (
+    Constant("decoder", native="type"),
+    Nested("mixer", "", (
+        Constant("attention", native="type"),
+        Rename("heads", "num_attention_heads"),
+        Rename("head_groups", "num_attention_heads"),
+        Rename("head_size", "head_dim", default=llama._head_size),
+        Constant(False, native="add_linear_biases"),
+        *(Constant(None, native=f"{layer}.bias.enabled") for layer in UNSET),
+        Rename("dropout", "attention_dropout", default=0.0),
+        Constant(False, native="causal", reason="vision attention sees the whole image"),
+        Constant(0.5, native="softmax_scale_power"),
+        *(Constant(None, native=norm) for norm in ("query_norm", "key_norm", "value_norm")),
+        Constant(False, native="shared_key_value"),
+        Constant(None, native="window_size"),
+        Constant("default_2d", native="rotary.type", reason="Pixtral's 2-D rotary"),
+        Constant("default", hf="rope_parameters.rope_type", also=("axial",), reason="transformers 5.2x says axial"),
+        Rename("rotary.theta", "rope_parameters.rope_theta", default=10000.0),
+    )),
+    Nested("mlp", "", (
+        Constant("mlp", native="type"),
+        Rename("intermediate_size", "intermediate_size"),
+        Rename("activation", "hidden_act", values=llama.ACTIVATIONS),
+        Constant(True, native="gated"),
+        Constant(False, native="add_linear_biases"),
+        Constant(None, native="layer_1.bias.enabled"),
+        Constant(None, native="layer_2.bias.enabled"),
+        Constant(None, native="pre_norm"),
+        Constant(None, native="post_norm"),
+    )),
+    *_rms("normalization"),
+    *(Constant(None, native=f"{n}_normalization") for n in ("pre_mixer", "pre_mlp", "post_mixer", "post_mlp")),
+    Constant(None, native="output_scale.enabled"),
+)
+VISION = (
+    Constant("pixtral", hf="model_type", reason="the vision encoder is Pixtral"),
+    Rename("hidden_size", "hidden_size"),
+    Rename("embeddings.patch_height", "patch_size"),
+    Rename("embeddings.patch_width", "patch_size"),
+    Constant(3, hf="num_channels", reason="images are RGB"),
+    Constant(None, native="embeddings.patch_embeddings.bias.enabled", reason="Pixtral's patch convolution has no bias"),
+    *_rms("embeddings.normalization"),
+    Constant("fixed", native="encoder.type"),
+    Rename("encoder.num_blocks", "num_hidden_layers"),
+    Nested("encoder.block", "", VISION_BLOCK),
+    *IMAGE_NORMALIZATION,
+    Ignore(hf="image_size", reason="the largest image the processor makes; not a weight shape"),
+    *(Ignore(hf=key, reason="not used by the Pixtral encoder's forward pass")
+      for key in ("initializer_factor", "initializer_range", "layer_norm_eps", "projection_dim", "vocab_size")),
+)
+ADAPTER = (
+    Constant("mlp", native="type"),
+    Rename("activation", "projector_hidden_act", values=llama.ACTIVATIONS),
+    Rename("add_linear_biases", "multimodal_projector_bias", default=True),
+    Derived("intermediate_size", lambda hf: hf["text_config"]["hidden_size"], reason="the projector is text-sized"),
+    Constant(False, native="gated"),
+    Constant(None, native="layer_1.bias.enabled"),
+    Constant(None, native="layer_2.bias.enabled"),
+    Constant(None, native="pre_norm"),
+    Constant(None, native="post_norm"),
+)
+TEXT_MODELS = {"mistral": ("mistral", mistral.SPEC.config), "llama": ("llama", llama.SPEC.config + (
+    Constant(None, hf="sliding_window", write=False, reason="Fast-LLM's export leaves it in Llama text configs"),))}
+
+
+def config(text_models: dict) -> tuple:
+    """The Llava config table around text models selected by `text_config.model_type`."""
+    return (
+        Choice("", "text_config", text_models, key="model_type", default="llama", stored=False),
+        Rename("tied_embedding_weight", "tie_word_embeddings", default=False),
+        Nested("vision_encoder", "vision_config", VISION),
+        Nested("vision_encoder.adapter", "", ADAPTER),
+        Rename("image_token_index", "image_token_index"),
+        Constant("full", hf="vision_feature_select_strategy", reason="the adapter reads every patch"),
+        Constant(-1, hf="vision_feature_layer", reason="the adapter reads the last encoder layer"),
+        Ignore(hf="image_seq_length", reason="a processor setting"),
+        Constant("mlp", hf="type", write=False, reason="a stray key that Fast-LLM's exporter writes"),
+    )
+
+
+VISION_WEIGHTS = (
+    Tensor("embeddings.patch_embeddings.weight", "patch_conv.weight",
+           ops=(Flatten(1, (3, "embeddings.patch_height", "embeddings.patch_width")),)),
+    Tensor("embeddings.normalization.weight", "ln_pre.weight"),
+    Blocks("encoder", "transformer.layers", (
+        Section("mixer", "attention", llama.ATTENTION_WEIGHTS),
+        Section("mlp", "feed_forward", llama.MLP_WEIGHTS),
+        Tensor("norm_1.weight", "attention_norm.weight"),
+        Tensor("norm_2.weight", "ffn_norm.weight"),
+    )),
+)
+
+
+def weights(text: tuple) -> tuple:
+    """The Llava weight table around a text model's weight table."""
+    return (
+        Section("vision_encoder", "vision_tower", VISION_WEIGHTS),
+        Linear("vision_encoder.adapter.layer_1", "multi_modal_projector.linear_1"),
+        Linear("vision_encoder.adapter.layer_2", "multi_modal_projector.linear_2", ops=(T(),)),
+        Section("", "language_model", text),
+    )
+
+
+SPEC = ModelSpec(name="llava", model_type="llava", architecture="LlavaForConditionalGeneration",
+                 config=config(TEXT_MODELS), weights=weights(llama.WEIGHTS), native_model="multimodal")
