@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-import torch
+import numpy as np
 
 from weightport import families
 from weightport.core import config_rules, layouts
@@ -229,9 +229,32 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     return Plan(out.family, out.direction, out.steps, config, out.notes)
 
 
+class _Files:
+    """The runtime's source (tensors of the input files, memory-mapped) and sink (the shard writer)."""
+
+    def __init__(self, tensors: dict[str, safetensors.TensorInfo], writer: safetensors.ShardedWriter, suffix: str):
+        self.tensors, self.writer, self.suffix = tensors, writer, suffix
+        self.maps = safetensors.Mappings()
+
+    def view(self, ref: Ref) -> np.ndarray:
+        return self.maps.view(self.tensors[ref.name])
+
+    def release(self, ref: Ref) -> None:
+        self.maps.release(self.tensors[ref.name])
+
+    def read_range(self, ref: Ref, offset: int, size: int) -> np.ndarray:
+        return safetensors.read_range(self.tensors[ref.name], offset, size)
+
+    def write(self, ref: Ref, array: np.ndarray, offset: int = 0) -> None:
+        self.writer.write(ref.name + self.suffix, array, offset)
+
+    def move(self, src: Ref, src_offset: int, dst: Ref, dst_offset: int, size: int) -> None:
+        self.writer.copy(dst.name + self.suffix, self.tensors[src.name], src_offset, dst_offset, size)
+
+
 def convert(source: str | Path, destination: str | Path, *, to: str | None = None, format: str | None = None,
             dtype: str = "auto", hf_layout: str | None = None, max_shard_size: int | None = None,
-            overwrite: bool = False, progress: Callable[[Step], None] | None = None) -> Plan:
+            overwrite: bool = False, workers: int = 2, progress: Callable[[Step], None] | None = None) -> Plan:
     """Convert a checkpoint folder; the destination appears only when complete. Returns the plan it ran."""
     src = open_checkpoint(source, format)
     the_plan = plan(src, to=to, dtype=dtype, hf_layout=hf_layout)
@@ -243,12 +266,11 @@ def convert(source: str | Path, destination: str | Path, *, to: str | None = Non
     with atomic_output(Path(destination), overwrite=overwrite) as tmp:
         with safetensors.ShardedWriter(tmp, outputs, max_shard_bytes=max_shard_size, shard_names=names,
                                        metadata={"format": "pt"}) as writer:
-
-            def write(ref: Ref, tensor: torch.Tensor) -> None:
-                writer.write(ref.name + suffix, tensor.to(safetensors.TORCH_DTYPES[ref.dtype]).contiguous())
-
-            run(the_plan, lambda ref: safetensors.load(src.tensors[ref.name]), write,
-                lambda s, d: writer.write_bytes(d.name + suffix, src.tensors[s.name]), progress)
+            files = _Files(src.tensors, writer, suffix)
+            try:
+                run(the_plan, files, files, workers=workers, progress=progress)
+            finally:
+                files.maps.close()
             writer.close()
         carried_to = tmp / CARRIED_FOLDER if to_native and src.carried else tmp
         carried_to.mkdir(exist_ok=True)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from weightport import families
 from weightport.api import import_config
+from weightport.core import dtypes
 from weightport.core.plan import Ref, build
 from weightport.core.weights import walk
 from weightport.io import hf_config, safetensors
@@ -32,6 +31,8 @@ def hf_tensors(config: dict, format: str | None = None) -> list[Ref]:
 def write_hf(folder: str | Path, config: dict, *, dtype: str = "F32", seed: int = 0, std: float = 0.05,
              max_shard_size: int | None = None, format: str | None = None, overwrite: bool = False) -> Path:
     """Write an HF checkpoint folder with `config` and seeded random N(0, std) weights; returns the folder."""
+    import torch
+
     refs = hf_tensors(config, format)
     generator = torch.Generator().manual_seed(seed)
     outputs = [safetensors.OutputTensor(r.name, dtype, r.shape) for r in refs]
@@ -39,8 +40,8 @@ def write_hf(folder: str | Path, config: dict, *, dtype: str = "F32", seed: int 
         with safetensors.ShardedWriter(tmp, outputs, max_shard_bytes=max_shard_size,
                                        shard_names=safetensors.hf_shard_names, metadata={"format": "pt"}) as writer:
             for ref in refs:
-                tensor = torch.randn(ref.shape, generator=generator) * std
-                writer.write(ref.name, tensor.to(safetensors.TORCH_DTYPES[dtype]))
+                tensor = (torch.randn(ref.shape, generator=generator) * std).to(getattr(torch, dtypes.TORCH[dtype]))
+                writer.write(ref.name, tensor.view(torch.uint8).numpy())
             writer.close()
         safetensors.write_hf_index(tmp, writer)
         hf_config.write_config(tmp / "config.json", config)

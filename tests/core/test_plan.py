@@ -1,13 +1,11 @@
-"""Tests of plans (coverage checks, grouping) and of the runtime, on a tiny hand-built model."""
+"""Tests of plans (coverage checks, grouping), on a tiny hand-built model (the runtime: test_runtime.py)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from weightport.core.ops import T
 from weightport.core.plan import Ref, build, group
-from weightport.core.runtime import is_copy, run
 from weightport.core.weights import Each, Fuse, Tensor, walk
 from weightport.errors import CoverageError
 
@@ -201,47 +199,3 @@ def test_group_lists_non_contiguous_indices_and_keeps_lone_names() -> None:
     assert group(["model.layers.0.x", "model.layers.2.x", "model.layers.5.y"]) == [
         "model.layers.5.y", "model.layers.{0,2}.x"]
 
-
-# runtime
-
-
-def hf_tensors(dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {name: torch.randn(shape, generator=g).to(dtype) for name, shape in hf_shapes().items()}
-
-
-def test_run_from_hf_and_back_bit_exact() -> None:
-    hf = hf_tensors()
-    native: dict[str, torch.Tensor] = {}
-    run(from_hf(refs(hf_shapes())), lambda ref: hf[ref.name], lambda ref, t: native.__setitem__(ref.name, t))
-    assert {k: tuple(v.shape) for k, v in native.items()} == inventory()
-    assert torch.equal(native["decoder.0.key_value.weight"],
-                       torch.cat([hf["model.layers.0.k_proj.weight"], hf["model.layers.0.v_proj.weight"]]))
-    assert torch.equal(native["decoder.1.layer_2.weight"], hf["model.layers.1.down_proj.weight"].T)
-
-    back: dict[str, torch.Tensor] = {}
-    run(to_hf(refs(inventory())), lambda ref: native[ref.name], lambda ref, t: back.__setitem__(ref.name, t))
-    assert sorted(back) == sorted(hf)
-    for name, tensor in hf.items():
-        assert back[name].shape == tensor.shape, name
-        assert torch.equal(back[name].contiguous().view(torch.int32), tensor.view(torch.int32)), name
-
-
-def test_run_uses_copy_for_renames_only() -> None:
-    hf = hf_tensors()
-    plan = from_hf(refs(hf_shapes()))
-    copied, written, seen = [], {}, []
-    run(plan, lambda ref: hf[ref.name], lambda ref, t: written.__setitem__(ref.name, t),
-        copy=lambda src, dst: copied.append((src.name, dst.name)), progress=seen.append)
-    assert sorted(copied) == [("lm_head.weight", "head.weight"), ("model.embed.weight", "embeddings.weight")]
-    assert len(written) == 6 and "head.weight" not in written
-    assert seen == list(plan.steps)
-
-
-def test_is_copy() -> None:
-    steps = {step.dst[0].name: step for step in from_hf(refs(hf_shapes())).steps}
-    assert is_copy(steps["embeddings.weight"])
-    assert not is_copy(steps["decoder.0.layer_2.weight"])  # transpose
-    assert not is_copy(steps["decoder.0.key_value.weight"])  # concat
-    cast = {step.dst[0].name: step for step in from_hf(refs(hf_shapes()), dtype="BF16").steps}
-    assert not is_copy(cast["embeddings.weight"])

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from weightport.errors import CoverageError, FormatError
+from weightport.core import dtypes
+from weightport.errors import CoverageError, FormatError, OutputError, WeightportError
 from weightport.io.safetensors import (
-    DTYPE_SIZES, TORCH_DTYPES, OutputTensor, ShardedWriter, TensorInfo, dtype_code, hf_shard_names, load,
-    parse_size, read_checkpoint, read_files, read_header, write_hf_index,
+    DTYPE_SIZES, Mappings, OutputTensor, ShardedWriter, TensorInfo, hf_shard_names, load, parse_size,
+    read_checkpoint, read_files, read_header, read_range, read_raw, write_hf_index,
 )
+
+CODES = {getattr(torch, name): code for code, name in dtypes.TORCH.items()}  # torch dtype -> safetensors code
 
 
 def sample() -> dict[str, torch.Tensor]:
@@ -34,26 +39,39 @@ def sample() -> dict[str, torch.Tensor]:
 
 
 def plan(tensors: dict[str, torch.Tensor]) -> list[OutputTensor]:
-    return [OutputTensor(n, dtype_code(t.dtype), tuple(t.shape)) for n, t in tensors.items()]
+    return [OutputTensor(n, CODES[t.dtype], tuple(t.shape)) for n, t in tensors.items()]
+
+
+def as_bytes(t: torch.Tensor) -> np.ndarray:
+    """A torch tensor's bytes as a flat uint8 numpy array: what the writer takes for dtypes numpy lacks (bf16, f8)."""
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
 def bits(t: torch.Tensor) -> bytes:
-    return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return as_bytes(t).tobytes()
+
+
+def writer(folder: Path, tensors: list[OutputTensor], **kw) -> ShardedWriter:
+    kw.setdefault("max_shard_bytes", None)
+    return ShardedWriter(folder, tensors, shard_names=hf_shard_names, **kw)
 
 
 def write_all(folder: Path, tensors: dict[str, torch.Tensor], **kw) -> ShardedWriter:
-    kw.setdefault("max_shard_bytes", None)
-    with ShardedWriter(folder, plan(tensors), shard_names=hf_shard_names, **kw) as w:
+    with writer(folder, plan(tensors), **kw) as w:
         for name in reversed(list(tensors)):
-            w.write(name, tensors[name])
+            w.write(name, as_bytes(tensors[name]))
     write_hf_index(folder, w)
     return w
 
 
-def test_dtype_tables_agree() -> None:
+def source_file(path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, TensorInfo]:
+    save_file(tensors, path)
+    return read_files([path])
+
+
+def test_dtype_sizes() -> None:
     assert DTYPE_SIZES["BF16"] == 2 and DTYPE_SIZES["F8_E5M2"] == 1 and DTYPE_SIZES["I64"] == 8
-    for code, dt in TORCH_DTYPES.items():
-        assert dtype_code(dt) == code
+    assert DTYPE_SIZES == dtypes.SIZES
 
 
 def test_round_trip_bit_exact(tmp_path: Path) -> None:
@@ -63,14 +81,23 @@ def test_round_trip_bit_exact(tmp_path: Path) -> None:
     assert meta == {"format": "pt"}
     assert set(infos) == set(tensors)
     for name, t in tensors.items():
+        raw = read_raw(infos[name])
+        assert raw.dtype == dtypes.raw(infos[name].dtype) and raw.shape == t.shape and raw.tobytes() == bits(t), name
         got = load(infos[name])
-        assert got.dtype == t.dtype and got.shape == t.shape and bits(got) == bits(t), name
+        assert got.dtype == t.dtype and bits(got) == bits(t), name
+        assert got.shape == t.shape or name == "scalar", name  # see test_load_keeps_the_shape_of_a_scalar
     ref = load_file(tmp_path / "model.safetensors")
     for name, t in tensors.items():
         assert ref[name].dtype == t.dtype and bits(ref[name]) == bits(t), name
     with safe_open(tmp_path / "model.safetensors", framework="pt") as f:
         assert f.metadata() == {"format": "pt"}
         assert bits(f.get_tensor("bf16")) == bits(tensors["bf16"])
+
+
+def test_load_keeps_the_shape_of_a_scalar(tmp_path: Path) -> None:
+    infos = source_file(tmp_path / "src.safetensors", {"s": torch.tensor(2.5, dtype=torch.float64)})
+    assert read_raw(infos["s"]).shape == ()
+    assert load(infos["s"]).shape == ()
 
 
 def test_reads_files_from_safetensors_library(tmp_path: Path) -> None:
@@ -108,23 +135,80 @@ def test_single_shard_writes_no_index(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 
 
-def test_write_bytes_copies_source(tmp_path: Path) -> None:
+def test_copy_copies_source(tmp_path: Path) -> None:
     src = sample()
-    save_file({k: v for k, v in src.items() if k != "f8"}, tmp_path / "src.safetensors")
-    infos = read_files([tmp_path / "src.safetensors"])
+    infos = source_file(tmp_path / "src.safetensors", {k: v for k, v in src.items() if k != "f8"})
     out = tmp_path / "out"
     renamed = {f"new.{n}": i for n, i in infos.items()}
-    with ShardedWriter(out, [OutputTensor(n, i.dtype, i.shape) for n, i in renamed.items()],
-                       max_shard_bytes=None, shard_names=hf_shard_names) as w:
+    with writer(out, [OutputTensor(n, i.dtype, i.shape) for n, i in renamed.items()]) as w:
         for n, i in renamed.items():
-            w.write_bytes(n, i)
+            w.copy(n, i)
     got = load_file(out / "model.safetensors")
     for n, i in renamed.items():
         assert bits(got[n]) == bits(load(i)) == bits(src[i.name])
-    with pytest.raises(CoverageError, match="new.f32"):
-        with ShardedWriter(tmp_path / "o2", [OutputTensor("new.f32", "F16", (3, 5))],
-                           max_shard_bytes=None, shard_names=hf_shard_names) as w:
-            w.write_bytes("new.f32", infos["f32"])
+    # The writer checks byte counts, not dtypes: 60 bytes of F32 [3, 5] do not fit 30 bytes of F16 [3, 5].
+    with pytest.raises(CoverageError, match=r"'new.f32': bytes 0..60 fall outside its 30 bytes"):
+        with writer(tmp_path / "o2", [OutputTensor("new.f32", "F16", (3, 5))]) as w:
+            w.copy("new.f32", infos["f32"])
+
+
+def test_copy_byte_ranges(tmp_path: Path) -> None:
+    # out = [b[4:], a[2:4], a[:2], b[:4]] as rows of 3 F32 values (12 bytes), assembled from byte ranges.
+    a = torch.arange(12.0).reshape(4, 3)
+    b = torch.arange(100.0, 124.0).reshape(8, 3)
+    infos = source_file(tmp_path / "src.safetensors", {"a": a, "b": b})
+    row = 12
+    with writer(tmp_path / "out", [OutputTensor("out", "F32", (12, 3))]) as w:
+        w.copy("out", infos["b"], src_offset=4 * row, offset=0)  # size defaults to the rest of the source
+        w.copy("out", infos["a"], src_offset=2 * row, offset=4 * row, size=2 * row)
+        w.copy("out", infos["a"], offset=6 * row, size=2 * row)
+        w.copy("out", infos["b"], offset=8 * row, size=4 * row)
+        with pytest.raises(CoverageError, match=r"'a' has no bytes 36..60"):
+            w.copy("out", infos["a"], src_offset=3 * row, size=2 * row)
+    expected = torch.cat([b[4:], a[2:4], a[:2], b[:4]])
+    assert torch.equal(load_file(tmp_path / "out" / "model.safetensors")["out"], expected)
+
+
+def test_copy_rejects_a_source_offset_past_the_end(tmp_path: Path) -> None:
+    infos = source_file(tmp_path / "src.safetensors", {"a": torch.ones(2)})
+    with writer(tmp_path / "out", [OutputTensor("out", "F32", (2,))]) as w:
+        with pytest.raises(CoverageError):
+            w.copy("out", infos["a"], src_offset=12)  # size=None -> -4 bytes
+        w.copy("out", infos["a"])  # the refused copy recorded nothing: the whole tensor can still be written
+
+
+def test_read_range(tmp_path: Path) -> None:
+    t = torch.randn(6, 5, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    infos = source_file(tmp_path / "src.safetensors", {"before": torch.ones(3), "t": t, "after": torch.ones(2)})
+    raw = bits(t)
+    for offset, size in [(0, len(raw)), (10, 7), (len(raw) - 3, 3), (4, 0)]:
+        got = read_range(infos["t"], offset, size)
+        assert got.dtype == np.uint8 and got.shape == (size,)
+        assert got.tobytes() == raw[offset : offset + size]
+    got[...] = 0  # a new, writable array: the file is untouched
+    assert read_range(infos["t"], 0, len(raw)).tobytes() == raw
+
+
+def test_mapped_views(tmp_path: Path) -> None:
+    tensors = {k: v for k, v in sample().items() if k != "f8"}
+    infos = source_file(tmp_path / "src.safetensors", tensors)
+    maps = Mappings()
+    try:
+        for name, info in infos.items():
+            view = maps.view(info)
+            assert view.dtype == dtypes.raw(info.dtype) and view.shape == info.shape, name
+            assert view.tobytes() == bits(tensors[name]), name
+            assert not view.flags.writeable or view.size == 0, name
+            maps.release(info)  # drops the pages, not the data
+            assert view.tobytes() == maps.view(info).tobytes() == bits(tensors[name]), name
+    finally:
+        maps.close()
+
+
+def test_read_range_rejects_bytes_outside_the_tensor(tmp_path: Path) -> None:
+    infos = source_file(tmp_path / "src.safetensors", {"a": torch.ones(2), "b": torch.zeros(2)})
+    with pytest.raises(WeightportError):
+        read_range(infos["a"], 4, 8)
 
 
 def write_raw(path: Path, header: dict | bytes, data: bytes = b"", length: int | None = None) -> Path:
@@ -200,20 +284,83 @@ def test_read_files_duplicate(tmp_path: Path) -> None:
 def test_writer_rejects_bad_writes(tmp_path: Path) -> None:
     tensors = [OutputTensor("w", "F32", (2, 3)), OutputTensor("v", "BF16", (4,))]
     with pytest.raises(CoverageError, match="'nope' is not in the output plan"):
-        with ShardedWriter(tmp_path / "a", tensors, max_shard_bytes=None, shard_names=hf_shard_names) as w:
-            w.write("nope", torch.ones(2, 3))
-    with ShardedWriter(tmp_path / "b", tensors, max_shard_bytes=None, shard_names=hf_shard_names) as w:
-        with pytest.raises(CoverageError, match=r"'w': expected F32 \[2, 3\], got F32 \[3, 2\]"):
-            w.write("w", torch.ones(3, 2))
-        with pytest.raises(CoverageError, match=r"'v': expected BF16 \[4\], got F32 \[4\]"):
-            w.write("v", torch.ones(4))
-        w.write("w", torch.ones(2, 3))
-        with pytest.raises(CoverageError, match="'w' was already written"):
-            w.write("w", torch.ones(2, 3))
-        with pytest.raises(CoverageError, match="never written") as e:
+        with writer(tmp_path / "a", tensors) as w:
+            w.write("nope", np.ones((2, 3), np.float32))
+    with writer(tmp_path / "b", tensors) as w:
+        with pytest.raises(CoverageError, match=r"'v': bytes 0..16 fall outside its 8 bytes"):
+            w.write("v", np.ones(4, np.float32))  # F32 [4] is twice the bytes of BF16 [4]
+        w.write("w", np.ones((2, 3), np.float32))
+        with pytest.raises(CoverageError, match="'w': bytes 0..24 are written twice"):
+            w.write("w", np.ones((2, 3), np.float32))
+        with pytest.raises(CoverageError, match="never .completely. written") as e:
             w.close()
         assert "v" in str(e.value) and "  w" not in str(e.value)
     w.close()  # idempotent
+    with pytest.raises(OutputError, match="already closed"):
+        w.write("v", np.zeros(4, np.uint16))
+
+
+def test_partial_writes_fill_a_tensor_in_any_order(tmp_path: Path) -> None:
+    t = torch.randn(8, 6, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    raw = dtypes.raw("BF16")
+    data = t.view(torch.uint8).numpy()  # (8, 12) bytes
+    with writer(tmp_path, [OutputTensor("t", "BF16", (8, 6)), OutputTensor("empty", "F32", (0, 3))]) as w:
+        w.write("t", data[5:], offset=5 * 12)  # rows 5..7 as bytes
+        w.write("t", data[:2].view(raw), offset=0)  # rows 0..1 as raw bf16 bits
+        w.write("t", data[2:5].reshape(-1)[7:], offset=2 * 12 + 7)  # an unaligned tail
+        w.write("t", data[2, :7], offset=2 * 12)  # and its head
+    # An empty tensor has no bytes to write and counts as complete.
+    got = load_file(tmp_path / "model.safetensors")
+    assert bits(got["t"]) == bits(t) and got["empty"].shape == (0, 3)
+
+
+def test_partial_writes_from_several_threads(tmp_path: Path) -> None:
+    data = np.arange(64 * 100, dtype=np.uint32)
+    with writer(tmp_path, [OutputTensor("t", "U32", (64, 100))]) as w, ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: w.write("t", data[i * 100 : (i + 1) * 100], offset=i * 400), range(64)))
+    assert np.array_equal(read_raw(read_files([tmp_path / "model.safetensors"])["t"]).reshape(-1), data)
+
+
+def test_overlapping_writes_are_rejected(tmp_path: Path) -> None:
+    infos = source_file(tmp_path / "src.safetensors", {"s": torch.arange(4.0)})
+    with writer(tmp_path / "out", [OutputTensor("t", "F32", (4,))]) as w:
+        w.write("t", np.float32([0.0, 1.0]), offset=0)
+        for offset, size in [(0, 4), (4, 8), (7, 2), (0, 16)]:
+            with pytest.raises(CoverageError, match="written twice"):
+                w.write("t", np.zeros(size, np.uint8), offset=offset)
+        with pytest.raises(CoverageError, match=r"'t': bytes 4..12 are written twice"):
+            w.copy("t", infos["s"], src_offset=4, offset=4, size=8)
+        w.copy("t", infos["s"], src_offset=8, offset=8)  # a rejected write leaves no trace: the rest still fits
+    assert load_file(tmp_path / "out" / "model.safetensors")["t"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_writes_past_the_end_are_rejected(tmp_path: Path) -> None:
+    infos = source_file(tmp_path / "src.safetensors", {"s": torch.arange(4.0)})
+    with pytest.raises(CoverageError, match=r"never .completely. written"):
+        with writer(tmp_path / "out", [OutputTensor("t", "F32", (4,))]) as w:
+            with pytest.raises(CoverageError, match=r"'t': bytes 12..20 fall outside its 16 bytes"):
+                w.write("t", np.zeros(2, np.float32), offset=12)
+            with pytest.raises(CoverageError, match=r"'t': bytes -4..4 fall outside"):
+                w.write("t", np.zeros(2, np.float32), offset=-4)
+            with pytest.raises(CoverageError, match=r"'t': bytes 4..20 fall outside"):
+                w.copy("t", infos["s"], offset=4)
+            w.write("t", np.zeros(3, np.float32), offset=0)
+
+
+def test_close_fails_for_a_partly_written_tensor(tmp_path: Path) -> None:
+    tensors = [OutputTensor("done", "F32", (2,)), OutputTensor("half", "F16", (2, 4))]
+    w = writer(tmp_path, tensors)
+    w.write("done", np.ones(2, np.float32))
+    w.write("half", np.ones(4, np.float16), offset=0)
+    w.write("half", np.ones(2, np.float16), offset=12)  # bytes 8..12 are missing
+    with pytest.raises(CoverageError, match="never .completely. written .1 problem") as e:
+        w.close()
+    assert "half" in str(e.value) and "done" not in str(e.value)
+    w.close()  # the shards were released anyway
+    w = writer(tmp_path / "holes", tensors)
+    w.write("half", np.ones(2, np.float16), offset=12)
+    w.close(complete=False)  # header-only files: unwritten bytes stay holes
+    assert load_file(tmp_path / "holes" / "model.safetensors")["half"].tolist() == [[0.0] * 4, [0.0, 0.0, 1.0, 1.0]]
 
 
 def test_parse_size() -> None:

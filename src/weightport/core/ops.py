@@ -2,7 +2,8 @@
 
 An op maps one HF tensor part to its native layout (`to_native`) and back (`to_hf`). Ops are applied to every
 part of a weight rule, before the parts are concatenated on the native side. Shapes are computed from headers
-alone, so a plan knows every shape before any tensor data is read.
+alone, so a plan knows every shape before any tensor data is read. Arrays are numpy arrays of raw bits (see
+`weightport.core.dtypes`): layout changes never look at values.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 Shape = tuple[int, ...]
 
@@ -29,8 +30,8 @@ class T:
 
     hf_shape = native_shape
 
-    def to_native(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.transpose(self.a, self.b)
+    def to_native(self, array: np.ndarray) -> np.ndarray:
+        return array.swapaxes(self.a, self.b)
 
     to_hf = to_native
 
@@ -42,7 +43,8 @@ class T:
 class Flatten:
     """Merge HF dims `dim .. dim+len(sizes)-1` into one native dim; `sizes` are the HF sizes (ints once resolved;
     config paths in a declaration; one may be -1). Example: patch conv (O, 3, p, p) <-> native (O, 3*p*p) is
-    Flatten(1, (3, p, p)); stacked experts (E, 2I, H) <-> native (E*2I, H) is Flatten(0, ("experts", -1))."""
+    Flatten(1, (3, p, p)); stacked experts (E, 2I, H) <-> native (E*2I, H) is Flatten(0, ("experts", -1)).
+    It only reshapes: the bytes stay as they are."""
 
     dim: int
     sizes: tuple
@@ -58,17 +60,25 @@ class Flatten:
             sizes[sizes.index(-1)] = shape[self.dim] // known if known else 0
         return shape[: self.dim] + tuple(sizes) + shape[self.dim + 1 :]
 
-    def to_native(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.flatten(self.dim, self.dim + len(self.sizes) - 1)
+    def to_native(self, array: np.ndarray) -> np.ndarray:
+        return _reshape(array, self.native_shape(array.shape))
 
-    def to_hf(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.unflatten(self.dim, tuple(self.sizes))
+    def to_hf(self, array: np.ndarray) -> np.ndarray:
+        return _reshape(array, self.hf_shape(array.shape))
 
     def __str__(self) -> str:
         return f"flatten({self.dim},{'x'.join(map(str, self.sizes))})"
 
 
 Op = T | Flatten
+
+
+def _reshape(array: np.ndarray, shape: Shape) -> np.ndarray:
+    """A reshaped view, or a reshaped copy when the strides allow no view (a transposed stack of experts)."""
+    try:
+        return np.reshape(array, shape, copy=False)
+    except ValueError:
+        return np.ascontiguousarray(array).reshape(shape)
 
 
 def native_shape(ops: tuple[Op, ...], shape: Shape) -> Shape:
@@ -83,19 +93,26 @@ def hf_shape(ops: tuple[Op, ...], shape: Shape) -> Shape:
     return shape
 
 
-def to_native(ops: tuple[Op, ...], dim: int, parts: list[torch.Tensor]) -> torch.Tensor:
+def keeps_bytes(ops: tuple[Op, ...], dim: int) -> bool:
+    """True when parts concatenated along `dim` after `ops` are their bytes laid end to end (no transpose, dim 0)."""
+    return dim == 0 and all(isinstance(op, Flatten) for op in ops)
+
+
+def to_native(ops: tuple[Op, ...], dim: int, parts: list[np.ndarray]) -> np.ndarray:
     """Apply the ops to each HF part, then concatenate along `dim`."""
     converted = []
     for part in parts:
         for op in ops:
             part = op.to_native(part)
         converted.append(part)
-    return converted[0] if len(converted) == 1 else torch.cat(converted, dim)
+    return converted[0] if len(converted) == 1 else np.concatenate(converted, dim)
 
 
-def to_hf(ops: tuple[Op, ...], dim: int, tensor: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+def to_hf(ops: tuple[Op, ...], dim: int, array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     """Split along `dim` into parts of `sizes` (native layout), then undo the ops on each part."""
-    parts = list(torch.split(tensor, sizes, dim)) if len(sizes) > 1 else [tensor]
+    if sum(sizes) != array.shape[dim]:
+        raise ValueError(f"parts of sizes {sizes} do not add up to dim {dim} of shape {list(array.shape)}")
+    parts = np.split(array, np.cumsum(sizes)[:-1], dim) if len(sizes) > 1 else [array]
     out = []
     for part in parts:
         for op in reversed(ops):

@@ -1,39 +1,166 @@
-"""Execute a plan: read each step's source tensors, apply its ops, hand the results to the writer.
+"""Execute a plan: move or transform each step's bytes from a source to a sink, on a small pool of threads.
 
-Memory holds one step's tensors at a time. A step that only renames a tensor is handed to `copy`, which moves
-bytes file to file without building a tensor.
+Most steps only rename or concatenate tensors along their first dimension: their output is the input bytes laid
+end to end, so they run as file-to-file byte moves and never build an array (casts run the same way, chunk by
+chunk). Other steps (transposes) read memory-mapped inputs through numpy views and write the output slab by slab,
+copying in cache-sized tiles; memory stays bounded by a slab, not by the tensor or the model. Workers overlap
+reading, computing and writing; byte moves, tile copies and writes release the GIL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Protocol
 
-import torch
+import numpy as np
 
-from weightport.core import ops
+from weightport.core import dtypes, ops
 from weightport.core.plan import Plan, Ref, Step, _part_sizes
+
+CHUNK = 64 * 2**20  # bytes per piece of a chunked cast
+
+
+class Source(Protocol):
+    def view(self, ref: Ref) -> np.ndarray:
+        """The whole tensor as a raw array (unsigned ints of the dtype's width), shaped; may be memory-mapped."""
+
+    def read_range(self, ref: Ref, offset: int, size: int) -> np.ndarray:
+        """`size` bytes of the tensor from byte `offset`, as uint8."""
+
+    def release(self, ref: Ref) -> None:
+        """Let go of the pages of the tensor that `view` made resident."""
+
+
+class Sink(Protocol):
+    def write(self, ref: Ref, array: np.ndarray, offset: int = 0) -> None:
+        """Write a contiguous array's bytes into the tensor at byte `offset`."""
+
+    def move(self, src: Ref, src_offset: int, dst: Ref, dst_offset: int, size: int) -> None:
+        """Copy `size` bytes of a source tensor straight into an output tensor."""
+
+
+def nbytes(ref: Ref) -> int:
+    return math.prod(ref.shape) * dtypes.SIZES[ref.dtype]
+
+
+def moves(step: Step, direction: str) -> list[tuple[Ref, Ref, int, int, int]] | None:
+    """The step as element ranges `(src, dst, src element, dst element, count)`, or None if it needs compute."""
+    if not ops.keeps_bytes(step.binding.ops, step.binding.dim):
+        return None
+    out, at = [], 0
+    if direction == "from_hf":
+        for src in step.src:
+            count = math.prod(src.shape)
+            out.append((src, step.dst[0], 0, at, count))
+            at += count
+    else:
+        for dst in step.dst:
+            count = math.prod(dst.shape)
+            out.append((step.src[0], dst, at, 0, count))
+            at += count
+    return out
 
 
 def is_copy(step: Step) -> bool:
     """True when the step only renames one tensor and keeps its dtype."""
-    return (len(step.src) == len(step.dst) == 1 and not step.binding.ops and step.src[0].dtype == step.dst[0].dtype)
+    return len(step.src) == len(step.dst) == 1 and not step.binding.ops and step.src[0].dtype == step.dst[0].dtype
 
 
-def run(plan: Plan, read: Callable[[Ref], torch.Tensor], write: Callable[[Ref, torch.Tensor], None],
-        copy: Callable[[Ref, Ref], None] | None = None, progress: Callable[[Step], None] | None = None) -> None:
-    """Run every step of `plan` in order."""
-    for step in plan.steps:
-        if copy is not None and is_copy(step):
-            copy(step.src[0], step.dst[0])
-        else:
-            tensors = [read(ref) for ref in step.src]
-            b = step.binding
-            if plan.direction == "from_hf":
-                outputs = [ops.to_native(b.ops, b.dim, tensors)]
-            else:
-                outputs = ops.to_hf(b.ops, b.dim, tensors[0], _part_sizes(b, step.src[0].shape) or [])
-            del tensors
-            for ref, tensor in zip(step.dst, outputs):
-                write(ref, tensor)
+def _chunks(count: int, width: int) -> Iterator[tuple[int, int]]:
+    size = max(1, CHUNK // width)
+    for start in range(0, count, size):
+        yield start, min(size, count - start)
+
+
+SLAB = 2**20  # output bytes per slab of a transform (small slabs keep tile copies in cache)
+TILE = 256  # elements per side of a tile of a strided copy
+RELEASE = 64 * 2**20  # output bytes between two releases of the mapped inputs
+
+
+def _segments(step: Step, direction: str, source: Source) -> list[tuple[Ref, list[tuple[int, np.ndarray]]]]:
+    """For each output tensor, `(first row, view)` pieces in output layout, over the (mapped) inputs."""
+    b = step.binding
+    if direction == "from_hf":
+        parts = [ops.to_native(b.ops, 0, [source.view(ref)]) for ref in step.src]
+        if len(parts) > 1 and b.dim % parts[0].ndim != 0:
+            return [(step.dst[0], [(0, np.concatenate(parts, b.dim))])]
+        rows = [0, *np.cumsum([p.shape[0] for p in parts])[:-1]]
+        return [(step.dst[0], list(zip(rows, parts)))]
+    pieces = ops.to_hf(b.ops, b.dim, source.view(step.src[0]), _part_sizes(b, step.src[0].shape) or [])
+    return [(dst, [(0, piece)]) for dst, piece in zip(step.dst, pieces)]
+
+
+def contiguous(view: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of a (strided) view, copied tile by tile over its last axis to stay in cache."""
+    if view.flags.c_contiguous:
+        return view
+    out = np.empty(view.shape, view.dtype)
+    if view.ndim < 2:
+        out[...] = view
+        return out
+    for index in np.ndindex(view.shape[:-2]):
+        for start in range(0, view.shape[-1], TILE):
+            out[index][..., start : start + TILE] = view[index][..., start : start + TILE]
+    return out
+
+
+def run_step(step: Step, direction: str, source: Source, sink: Sink) -> None:
+    """Run one step: byte moves when the layout allows, chunked casts, else a slab-wise transform."""
+    plan_moves = moves(step, direction)
+    if plan_moves is not None:
+        for src, dst, src_at, dst_at, count in plan_moves:
+            src_width, dst_width = dtypes.SIZES[src.dtype], dtypes.SIZES[dst.dtype]
+            if src.dtype == dst.dtype:
+                sink.move(src, src_at * src_width, dst, dst_at * dst_width, count * src_width)
+                continue
+            for start, size in _chunks(count, max(src_width, dst_width)):
+                piece = source.read_range(src, (src_at + start) * src_width, size * src_width)
+                sink.write(dst, dtypes.cast(piece.view(dtypes.raw(src.dtype)), src.dtype, dst.dtype),
+                           (dst_at + start) * dst_width)
+        return
+    since_release = 0
+    for dst, segments in _segments(step, direction, source):
+        row_bytes = math.prod(dst.shape[1:]) * dtypes.SIZES[dst.dtype]
+        for first, view in segments:
+            view = view.reshape(1) if view.ndim == 0 else view
+            step_rows = max(1, SLAB // max(row_bytes, 1))
+            for start in range(0, view.shape[0], step_rows):
+                piece = contiguous(view[start : start + step_rows])
+                if dst.dtype != step.src[0].dtype:
+                    piece = dtypes.cast(piece, step.src[0].dtype, dst.dtype)
+                sink.write(dst, piece, (first + start) * row_bytes)
+                since_release += piece.nbytes
+                if since_release >= RELEASE:
+                    for ref in step.src:
+                        source.release(ref)
+                    since_release = 0
+    for ref in step.src:
+        source.release(ref)
+
+
+def run(plan: Plan, source: Source, sink: Sink, *, workers: int = 2,
+        progress: Callable[[Step], None] | None = None) -> None:
+    """Run every step of `plan`, `workers` at a time; the first error stops the run and is raised."""
+    lock = threading.Lock()
+
+    def one(step: Step) -> None:
+        run_step(step, plan.direction, source, sink)
         if progress is not None:
-            progress(step)
+            with lock:
+                progress(step)
+
+    if workers <= 1:
+        for step in plan.steps:
+            one(step)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightport") as pool:
+        futures = [pool.submit(one, step) for step in plan.steps]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+        if failed:
+            for future in futures:
+                future.cancel()
+            raise failed[0].exception()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import errno
 import json
 import math
+import mmap
 import os
 import re
+import threading
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,18 +23,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import torch
+import numpy as np
 
+from weightport.core import dtypes
 from weightport.errors import CoverageError, FormatError, OutputError, WeightportError, report
 
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
-    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U64": torch.uint64, "U32": torch.uint32,
-    "U16": torch.uint16, "U8": torch.uint8, "BOOL": torch.bool, "C64": torch.complex64, "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2, "F8_E8M0": torch.float8_e8m0fnu, "F8_E4M3FNUZ": torch.float8_e4m3fnuz,
-    "F8_E5M2FNUZ": torch.float8_e5m2fnuz}
-DTYPE_SIZES: dict[str, int] = {code: dt.itemsize for code, dt in TORCH_DTYPES.items()}
-_CODES = {dt: code for code, dt in TORCH_DTYPES.items()}
+DTYPE_SIZES: dict[str, int] = dtypes.SIZES
 _MAX_HEADER = 100 * 1024 * 1024
 _CHUNK = 64 * 1024 * 1024
 _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}
@@ -44,13 +40,6 @@ def _os_errors(cls: type[WeightportError], what: str, todo: str) -> Iterator[Non
         yield
     except OSError as e:
         raise cls(f"{what}: {e.strerror or e}; {todo}") from e
-
-
-def dtype_code(torch_dtype: torch.dtype) -> str:
-    """The safetensors dtype code of a torch dtype."""
-    if torch_dtype not in _CODES:
-        raise FormatError(f"torch dtype {torch_dtype} cannot be stored in safetensors; convert the tensor first")
-    return _CODES[torch_dtype]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,20 +172,73 @@ def read_files(paths: list[Path]) -> dict[str, TensorInfo]:
     return tensors
 
 
-def load(info: TensorInfo) -> torch.Tensor:
-    """Read one tensor's byte range into a new torch tensor of its dtype and shape."""
-    dtype = TORCH_DTYPES[info.dtype]
-    if info.nbytes == 0:
-        return torch.empty(info.shape, dtype=dtype)
-    buf, pos = bytearray(info.nbytes), 0
+def read_range(info: TensorInfo, offset: int, size: int) -> np.ndarray:
+    """`size` bytes of one tensor from byte `offset`, as a new uint8 array (exactly that range is read)."""
+    if offset < 0 or size < 0 or offset + size > info.nbytes:
+        raise FormatError(f"{info.file}: tensor {info.name!r} has no bytes {offset}..{offset + size}")
+    buf, pos = np.empty(size, np.uint8), 0
     with _os_errors(FormatError, f"cannot read tensor {info.name!r} from {info.file}", "check the file"), \
-            open(info.file, "rb", buffering=0) as f, memoryview(buf) as view:
-        while pos < len(buf):
-            got = os.preadv(f.fileno(), [view[pos:]], info.start + pos)
+            open(info.file, "rb", buffering=0) as f:
+        view = memoryview(buf)
+        while pos < size:
+            got = os.preadv(f.fileno(), [view[pos:]], info.start + offset + pos)
             if got == 0:
                 raise FormatError(f"{info.file}: tensor {info.name!r} ends past the end of the file; re-download it")
             pos += got
-    return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)
+    return buf
+
+
+def read_raw(info: TensorInfo) -> np.ndarray:
+    """One tensor as a raw array (unsigned ints of its dtype's width) of its shape."""
+    return read_range(info, 0, info.nbytes).view(dtypes.raw(info.dtype)).reshape(info.shape)
+
+
+class Mappings:
+    """Read-only memory maps of source files, opened on first use and shared by threads: tensors as numpy views
+    without reading them into private memory; `release` drops their pages from this process again."""
+
+    def __init__(self) -> None:
+        self._maps: dict[Path, mmap.mmap] = {}
+        self._lock = threading.Lock()
+
+    def _map(self, path: Path) -> mmap.mmap:
+        with self._lock:
+            if path not in self._maps:
+                with _os_errors(FormatError, f"cannot map {path}", "check the file"), open(path, "rb") as f:
+                    self._maps[path] = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            return self._maps[path]
+
+    def view(self, info: TensorInfo) -> np.ndarray:
+        """The tensor as a read-only raw array of its shape, backed by the file's pages."""
+        count = info.nbytes // DTYPE_SIZES[info.dtype]
+        data = np.frombuffer(self._map(info.file), dtypes.raw(info.dtype), count, info.start) if count else \
+            np.empty(0, dtypes.raw(info.dtype))
+        return data.reshape(info.shape)
+
+    def release(self, info: TensorInfo) -> None:
+        """Drop the tensor's pages from this process (they stay in the page cache)."""
+        if info.nbytes and info.file in self._maps:
+            start = info.start - info.start % mmap.PAGESIZE
+            self._maps[info.file].madvise(mmap.MADV_DONTNEED, start, info.end - start)
+
+    def close(self) -> None:
+        with self._lock:
+            maps, self._maps = list(self._maps.values()), {}
+        for mapped in maps:
+            try:
+                mapped.close()
+            except BufferError:  # a view is still alive somewhere; the map closes when it goes
+                pass
+
+
+def load(info: TensorInfo):  # noqa: ANN201 - a torch.Tensor; torch is imported only here
+    """One tensor as a torch tensor of its dtype (for tests and callers that want torch)."""
+    import torch
+
+    raw = read_raw(info)
+    signed = raw if raw.dtype.itemsize == 1 else raw.view(f"<i{raw.dtype.itemsize}")
+    tensor = torch.from_numpy(np.ascontiguousarray(signed).reshape(raw.shape))
+    return tensor.view(getattr(torch, dtypes.TORCH[info.dtype]))
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -229,7 +271,8 @@ class ShardedWriter:
         self.total_bytes = sum(_nbytes(t.dtype, t.shape) for t in tensors)
         self._slots: dict[str, tuple[OutputTensor, int, int]] = {}  # name -> (plan entry, fd, absolute offset)
         self._fds: list[int] = []
-        self._written: set[str] = set()
+        self._written: dict[str, list[tuple[int, int]]] = {}  # name -> byte ranges written so far
+        self._lock = threading.Lock()
         try:
             for file, group in zip(self.shards, groups):
                 with _os_errors(OutputError, f"cannot create {self.folder / file}",
@@ -254,58 +297,61 @@ class ShardedWriter:
         os.ftruncate(fd, 8 + len(raw) + bounds[-1])
         self._slots.update((t.name, (t, fd, 8 + len(raw) + begin)) for t, begin in zip(group, bounds))
 
-    def _claim(self, name: str, dtype: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    def _claim(self, name: str, offset: int, size: int) -> tuple[int, int]:
+        """The shard and absolute position of bytes [offset, offset+size) of tensor `name`, checked."""
         if not self._fds:
             raise OutputError(f"cannot write tensor {name!r}: the writer is already closed")
         if name not in self._slots:
             raise CoverageError(f"tensor {name!r} is not in the output plan; it cannot be written")
-        if name in self._written:
-            raise CoverageError(f"tensor {name!r} was already written; each output tensor is written once")
-        want, fd, offset = self._slots[name]
-        if (dtype, shape) != (want.dtype, tuple(want.shape)):
-            raise CoverageError(f"tensor {name!r}: expected {want.dtype} {list(want.shape)}, "
-                                f"got {dtype} {list(shape)}; fix the conversion or the plan")
-        return fd, offset
+        want, fd, start = self._slots[name]
+        total = _nbytes(want.dtype, want.shape)
+        if offset < 0 or offset + size > total:
+            raise CoverageError(f"tensor {name!r}: bytes {offset}..{offset + size} fall outside its {total} bytes")
+        with self._lock:
+            ranges = self._written.setdefault(name, [])
+            if any(offset < end and begin < offset + size for begin, end in ranges):
+                raise CoverageError(f"tensor {name!r}: bytes {offset}..{offset + size} are written twice")
+            ranges.append((offset, offset + size))
+        return fd, start + offset
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
-        """Check a produced tensor against the plan and write its bytes at its offset."""
-        fd, offset = self._claim(name, _CODES.get(tensor.dtype, str(tensor.dtype)), tuple(tensor.shape))
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
+    def write(self, name: str, data: np.ndarray, offset: int = 0) -> None:
+        """Write a contiguous array's bytes into tensor `name` at byte `offset` (the whole tensor by default)."""
+        raw = memoryview(np.ascontiguousarray(data)).cast("B")
+        fd, position = self._claim(name, offset, len(raw))
         with _os_errors(OutputError, f"cannot write tensor {name!r} to {self.weight_map[name]}", "check free space"):
-            if flat.numel():
-                _pwrite_all(fd, memoryview(flat.view(torch.uint8).numpy()), offset)
-        self._written.add(name)
+            _pwrite_all(fd, raw, position)
 
-    def write_bytes(self, name: str, src: TensorInfo) -> None:
-        """Copy a renamed tensor's bytes straight from its source file into place."""
-        fd, offset = self._claim(name, src.dtype, tuple(src.shape))
-        done, total = 0, src.nbytes
+    def copy(self, name: str, src: TensorInfo, src_offset: int = 0, offset: int = 0, size: int | None = None) -> None:
+        """Copy `size` bytes of a source tensor (all of it by default) straight from its file into tensor `name`."""
+        size = src.nbytes - src_offset if size is None else size
+        if src_offset < 0 or size < 0 or src_offset + size > src.nbytes:
+            raise CoverageError(f"{src.file}: tensor {src.name!r} has no bytes {src_offset}..{src_offset + size}")
+        fd, position = self._claim(name, offset, size)
+        done, begin = 0, src.start + src_offset
         with _os_errors(OutputError, f"cannot copy tensor {name!r} from {src.file} to {self.weight_map[name]}",
                         "check free space"), open(src.file, "rb", buffering=0) as f:
             try:
-                while done < total and (n := os.copy_file_range(f.fileno(), fd, total - done, src.start + done,
-                                                                 offset + done)):
+                while done < size and (n := os.copy_file_range(f.fileno(), fd, min(_CHUNK, size - done),
+                                                                 begin + done, position + done)):
                     done += n
             except (AttributeError, OSError) as e:  # no copy_file_range here: fall back to pread/pwrite
                 if getattr(e, "errno", errno.ENOSYS) not in _NO_COPY_RANGE:
                     raise
-            while done < total and (chunk := os.pread(f.fileno(), min(_CHUNK, total - done), src.start + done)):
-                _pwrite_all(fd, memoryview(chunk), offset + done)
+            while done < size and (chunk := os.pread(f.fileno(), min(_CHUNK, size - done), begin + done)):
+                _pwrite_all(fd, memoryview(chunk), position + done)
                 done += len(chunk)
-        if done < total:
+        if done < size:
             raise FormatError(f"{src.file}: tensor {src.name!r} ends past the end of the file; re-download it")
-        self._written.add(name)
 
-    def close(self) -> None:
-        """Fail with CoverageError if any planned tensor is unwritten, else fsync and close every shard."""
-        missing = [n for n in self._slots if n not in self._written] if self._fds else []
+    def close(self, complete: bool = True) -> None:
+        """Close every shard; with `complete`, first fail with CoverageError if any planned tensor is not
+        completely written (`complete=False` leaves unwritten ranges as holes, for header-only test files)."""
+        missing = [n for n, (want, _, _) in self._slots.items()
+                   if sum(end - begin for begin, end in self._written.get(n, ())) != _nbytes(want.dtype, want.shape)]
         try:
-            if missing:
-                raise CoverageError(report("output tensors were never written", missing,
+            if complete and missing and self._fds:
+                raise CoverageError(report("output tensors were never (completely) written", missing,
                                            "the conversion did not produce every planned tensor"))
-            with _os_errors(OutputError, f"cannot flush shards in {self.folder}", "check free space"):
-                for fd in self._fds:
-                    os.fsync(fd)
         finally:
             self._release()
 

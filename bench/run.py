@@ -1,0 +1,82 @@
+"""Time `weightport convert` both ways against `cp -r` of the same checkpoint, alternating runs, and report medians,
+the ratio to `cp`, and peak RSS; optionally the naive transformers load-and-save path for reference.
+
+    python bench/run.py llama-1b --runs 5 [--transformers] [--dtype float32] [--workdir /tmp/weightport-bench]
+
+Not part of the test suite. Checkpoints come from bench/make_checkpoint.py and are kept in the work folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+NAIVE = """
+import sys, torch, transformers
+model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16)
+model.save_pretrained(sys.argv[2])
+"""
+
+
+def timed(command: list[str]) -> tuple[float, int]:
+    """Wall time in seconds and peak RSS in bytes of one child process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    if status:
+        raise SystemExit(f"{' '.join(command)} failed:\n{process.stderr.read().decode()}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shape", help="a shape of bench/make_checkpoint.py (llama-1b, llama-8b, mixtral, ...)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/weightport-bench"))
+    parser.add_argument("--dtype", default="auto", help="--dtype passed to weightport convert")
+    parser.add_argument("--transformers", action="store_true", help="also time from_pretrained + save_pretrained")
+    args = parser.parse_args()
+
+    source = args.workdir / args.shape / "hf"
+    if not source.is_dir():
+        subprocess.run([sys.executable, str(HERE / "make_checkpoint.py"), args.shape, str(source)], check=True)
+    size = sum(f.stat().st_size for f in source.iterdir())
+    out = args.workdir / args.shape / "out"
+    weightport = [sys.executable, "-m", "weightport", "convert"]
+    commands = {
+        "cp -r": lambda: ["cp", "-r", str(source), str(out / "cp")],
+        "hf -> native": lambda: [*weightport, str(source), str(out / "native"), "--dtype", args.dtype],
+        "native -> hf": lambda: [*weightport, str(out / "native"), str(out / "hf"), "--dtype", args.dtype],
+    }
+    if args.transformers:
+        commands["transformers load+save"] = lambda: [sys.executable, "-c", NAIVE, str(source), str(out / "naive")]
+    results: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
+    for run in range(args.runs):
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        for name, command in commands.items():  # alternating: one run of each per round
+            subprocess.run(["sync"], check=True)
+            results[name].append(timed(command()))
+            if name == "cp -r":
+                shutil.rmtree(out / "cp")
+        print(f"round {run + 1}: " + ", ".join(f"{n} {r[-1][0]:.2f}s" for n, r in results.items()), file=sys.stderr)
+    shutil.rmtree(out, ignore_errors=True)
+    floor = statistics.median(t for t, _ in results["cp -r"])
+    print(f"{args.shape}: {size / 1e9:.2f} GB, {args.runs} alternating runs, dtype {args.dtype}")
+    print(f"{'':<24} {'median s':>9} {'x cp':>6} {'peak RSS MB':>12}")
+    for name, samples in results.items():
+        median = statistics.median(t for t, _ in samples)
+        rss = max(r for _, r in samples) / 2**20
+        print(f"{name:<24} {median:>9.2f} {median / floor:>6.2f} {rss:>12.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Safetensors dtype codes: element sizes, raw numpy views, and casts (the only place that needs torch, which is
+imported on first use so that planning and byte-level conversions never load it)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
+         "U16": 2, "U8": 1, "BOOL": 1, "C64": 8, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "F8_E4M3FNUZ": 1,
+         "F8_E5M2FNUZ": 1}
+TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+         "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8",
+         "BOOL": "bool", "C64": "complex64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+         "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz"}
+_SIGNED = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
+
+
+def raw(code: str) -> np.dtype:
+    """The unsigned integer numpy dtype of the same width: tensors are moved and transposed as raw bits."""
+    return np.dtype(f"<u{SIZES[code]}")
+
+
+def cast(array: np.ndarray, src: str, dst: str) -> np.ndarray:
+    """Values of a raw array of dtype `src` converted to `dst`, returned raw (round to nearest, like torch)."""
+    import torch
+
+    signed = array.view(_SIGNED[SIZES[src]])
+    tensor = torch.from_numpy(np.ascontiguousarray(signed)).view(getattr(torch, TORCH[src]))
+    out = tensor.to(getattr(torch, TORCH[dst])).view(getattr(torch, _SIGNED[SIZES[dst]]))
+    return out.numpy().view(raw(dst)).reshape(array.shape)

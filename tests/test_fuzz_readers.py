@@ -1,0 +1,356 @@
+"""Property tests of the readers of untrusted files: safetensors headers, sharded checkpoints and metadata.yaml.
+
+Whatever the bytes, a reader either returns a result that is safe to use (every tensor's byte range lies inside its
+file and is exactly dtype size * number of elements; shards are inside the checkpoint folder) or raises
+`WeightportError`, which the command prints as a clean message. Any other exception is a crash with a traceback.
+
+The runs are derandomized (the same examples every time) so that a strict xfail is stable; each xfail pins its
+minimal failing example with `@example`. `python -m pytest tests/test_fuzz_readers.py
+--hypothesis-show-statistics` shows how many examples ran and, as events, how many were accepted or refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save, save_file
+
+from weightport.errors import WeightportError
+from weightport.io.safetensors import read_checkpoint, read_header
+from weightport.native.checkpoint import read_metadata
+
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+
+# Bytes per element of every safetensors dtype (from the format's specification, not from weightport).
+ELEMENT_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "F8_E4M3FNUZ": 1,
+                 "F8_E5M2FNUZ": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,
+                 "I64": 8, "U64": 8, "F64": 8, "C64": 8}
+
+
+def check_infos(path: Path, infos: dict) -> None:
+    """The tensors read from one file are safe to load: inside the data section, sized by dtype and shape, and
+    not overlapping."""
+    raw = path.read_bytes()
+    data_start = 8 + int.from_bytes(raw[:8], "little")
+    for name, info in infos.items():
+        assert info.name == name and Path(info.file) == path
+        assert info.dtype in ELEMENT_SIZES, info
+        assert all(type(d) is int and d >= 0 for d in info.shape), info
+        assert data_start <= info.start <= info.end <= len(raw), info
+        assert info.end - info.start == ELEMENT_SIZES[info.dtype] * math.prod(info.shape), info
+    ranges = sorted((i.start, i.end) for i in infos.values() if i.end > i.start)
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(ranges, ranges[1:])), ranges
+
+
+def outcome(read, *args):
+    """Call a reader: its result, or None when it refused the input with a WeightportError."""
+    try:
+        result = read(*args)
+    except WeightportError:
+        event("refused (WeightportError)")
+        return None
+    event("accepted")
+    return result
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# read_header
+
+
+def valid_file() -> bytes:
+    """A small valid safetensors file, written by the reference implementation, with several dtypes."""
+    g = torch.Generator().manual_seed(0)
+    return save({
+        "embed": torch.randn(4, 3, generator=g), "norm": torch.ones(3, dtype=torch.bfloat16),
+        "ids": torch.arange(5), "mask": torch.tensor([[True, False], [False, True]]),
+        "empty": torch.zeros(0, 3, dtype=torch.float16), "scalar": torch.tensor(2.5, dtype=torch.float64),
+    }, metadata={"format": "pt"})
+
+
+VALID = valid_file()
+HEADER_END = 8 + int.from_bytes(VALID[:8], "little")
+
+
+def with_length(header: bytes) -> bytes:
+    """A safetensors file made of `header` and its length prefix (no data)."""
+    return len(header).to_bytes(8, "little") + header
+
+
+def read_file(folder: Path, content: bytes) -> None:
+    """Write `content` as a .safetensors file and check what read_header makes of it."""
+    path = folder / "fuzz.safetensors"
+    path.write_bytes(content)
+    result = outcome(read_header, path)
+    if result is not None:
+        infos, metadata = result
+        check_infos(path, infos)
+        assert isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+
+
+def test_the_valid_file_is_accepted(folder):
+    path = folder / "valid.safetensors"
+    path.write_bytes(VALID)
+    infos, _ = read_header(path)
+    check_infos(path, infos)
+    assert sorted(infos) == ["embed", "empty", "ids", "mask", "norm", "scalar"]
+
+
+@FUZZ
+@given(content=st.one_of(
+    st.binary(max_size=300),
+    # a length prefix that fits, so that the bytes after it are parsed as the header
+    st.tuples(st.binary(max_size=200), st.binary(max_size=64)).map(
+        lambda p: len(p[0]).to_bytes(8, "little") + p[0] + p[1]),
+))
+def test_random_bytes(folder, content):
+    read_file(folder, content)
+
+
+@st.composite
+def mutated(draw) -> bytes:
+    """The valid file after 1-4 random edits: bytes of the header flipped, bytes inserted or deleted, the length
+    prefix changed, the file truncated anywhere."""
+    data = bytearray(VALID)
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["flip", "flip", "insert", "delete", "length", "truncate"]))
+        if kind == "flip" and len(data) > 8:
+            at = draw(st.integers(8, min(len(data), HEADER_END) - 1))
+            data[at] ^= draw(st.integers(1, 255))
+        elif kind == "insert":
+            at = draw(st.integers(8, len(data)))
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete" and len(data) > 8:
+            at = draw(st.integers(8, len(data) - 1))
+            del data[at:at + draw(st.integers(1, 16))]
+        elif kind == "length":
+            n = int.from_bytes(data[:8], "little")
+            new = draw(st.one_of(st.integers(max(0, n - 16), n + 16), st.integers(0, 2**64 - 1)))
+            data[:8] = new.to_bytes(8, "little")
+        elif kind == "truncate":
+            del data[draw(st.integers(0, len(data))):]
+    return bytes(data)
+
+
+@FUZZ
+@given(content=mutated())
+def test_mutated_valid_file(folder, content):
+    read_file(folder, content)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8)
+
+
+@st.composite
+def header_entry(draw) -> object:
+    """One tensor entry: mostly well-formed, with any part of it possibly replaced by arbitrary JSON."""
+    dtype = draw(st.sampled_from(sorted(ELEMENT_SIZES) + ["Q4_K", "f32", ""]))
+    shape = draw(st.lists(st.integers(-1, 5), max_size=3))
+    start = draw(st.integers(-4, 120))
+    size = ELEMENT_SIZES.get(dtype, 4) * math.prod(shape)
+    offsets = draw(st.sampled_from([[start, start + size], [start, start + size + 1], [start + size, start]]))
+    entry = {"dtype": dtype, "shape": shape, "data_offsets": offsets}
+    for key in draw(st.sets(st.sampled_from(sorted(entry)))):  # arbitrary JSON in place of some fields
+        entry[key] = draw(JSON)
+    return draw(st.sampled_from([entry, {k: v for k, v in entry.items() if k != "shape"}, draw(JSON)]))
+
+
+@st.composite
+def json_header_file(draw) -> bytes:
+    header = draw(st.one_of(
+        st.dictionaries(st.text(max_size=6), header_entry(), max_size=4),
+        JSON,
+    ))
+    if isinstance(header, dict) and draw(st.booleans()):
+        header["__metadata__"] = draw(st.one_of(st.dictionaries(st.text(max_size=4), st.text(max_size=4)), JSON))
+    return with_length(json.dumps(header).encode()) + draw(st.binary(max_size=160))
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
+    "read_header checks `dtype not in DTYPE_SIZES` on whatever JSON the dtype is: a list or an object is "
+    "unhashable and raises TypeError (minimal example: header {\"\": {\"dtype\": []}})"))
+@FUZZ
+@example(content=with_length(b'{"": {"dtype": []}}'))
+@given(content=json_header_file())
+def test_random_json_header(folder, content):
+    read_file(folder, content)
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
+    "read_header passes the header to json.loads, which raises RecursionError (not a ValueError, so not caught) "
+    "when arrays or objects nest deeper than the recursion limit, e.g. '[' * 50_000 + ']' * 50_000"))
+@settings(FUZZ, max_examples=20)
+@example(depth=50_000)
+@given(depth=st.integers(1, 100_000))
+def test_deeply_nested_header(folder, depth):
+    read_file(folder, with_length(("[" * depth + "]" * depth).encode()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# read_checkpoint: a folder of real shards, with an index file that is anything at all
+
+SHARD_FILES = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+OTHER_FILES = ["broken.safetensors", "missing.safetensors", "sub", "../outside.safetensors", "/etc/passwd", "",
+               ".", "./" + SHARD_FILES[0], SHARD_FILES[0] + "/", "sub/../" + SHARD_FILES[1], "model.safetensors"]
+TENSORS = ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """a, b in shard 1 and c in shard 2; plus a file that is not safetensors, a subfolder, and a valid
+    safetensors file just outside the folder."""
+    root = tmp_path_factory.mktemp("sharded")
+    folder = root / "ckpt"
+    folder.mkdir()
+    save_file({"a": torch.zeros(2, 3), "b": torch.ones(4, dtype=torch.bfloat16)}, folder / SHARD_FILES[0])
+    save_file({"c": torch.arange(3)}, folder / SHARD_FILES[1])
+    save_file({"d": torch.zeros(2)}, root / "outside.safetensors")
+    (folder / "broken.safetensors").write_bytes(b"\xff" * 12)
+    (folder / "sub").mkdir()
+    return folder
+
+
+def read_index(folder: Path, content: bytes) -> None:
+    (folder / "model.safetensors.index.json").write_bytes(content)
+    tensors = outcome(read_checkpoint, folder)
+    if tensors is None:
+        return
+    weight_map = json.loads(content.decode("utf-8"))["weight_map"]
+    for name, info in tensors.items():
+        file = Path(info.file).resolve()
+        assert file.parent == folder.resolve(), f"{name} read from {file}, outside {folder}"
+        assert (folder / weight_map[name]).resolve() == file, f"{name} read from {file}, not {weight_map[name]}"
+        check_infos(Path(info.file), {k: v for k, v in tensors.items() if Path(v.file).resolve() == file})
+
+
+WEIGHT_MAP = st.dictionaries(st.one_of(st.sampled_from(TENSORS), st.text(max_size=4)),
+                             st.one_of(st.sampled_from(SHARD_FILES + OTHER_FILES), st.text(max_size=8), JSON),
+                             max_size=5)
+INDEX_DOC = st.one_of(
+    st.fixed_dictionaries({"weight_map": WEIGHT_MAP}),
+    st.fixed_dictionaries({"metadata": JSON, "weight_map": WEIGHT_MAP}),
+    st.fixed_dictionaries({"weight_map": JSON}),
+    JSON,
+)
+# The exact index of the shards, so that "accepted" is a frequent outcome too.
+GOOD_INDEX = {"metadata": {"total_size": 44}, "weight_map": {"a": SHARD_FILES[0], "b": SHARD_FILES[0],
+                                                              "c": SHARD_FILES[1]}}
+
+
+@FUZZ
+@example(content=json.dumps(GOOD_INDEX).encode())
+@given(content=st.one_of(
+    INDEX_DOC.map(lambda doc: json.dumps(doc).encode()),
+    st.just(GOOD_INDEX).map(lambda doc: json.dumps(doc).encode()),
+    st.text(max_size=40).map(str.encode),
+    st.binary(max_size=40),
+))
+def test_random_index(shards, content):
+    read_index(shards, content)
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
+    "read_checkpoint catches (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) around json.loads "
+    "of the index, but not the RecursionError of a deeply nested document, e.g. '[' * 50_000 + ']' * 50_000"))
+@settings(FUZZ, max_examples=20)
+@example(depth=50_000)
+@given(depth=st.integers(1, 100_000))
+def test_deeply_nested_index(shards, depth):
+    read_index(shards, ('{"weight_map": ' + "[" * depth + "]" * depth + "}").encode())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# read_metadata: YAML-ish text for metadata.yaml
+
+VALID_METADATA = """\
+config:
+  base_model:
+    hidden_size: 64
+  type: gpt
+fast_llm_version: 0.4.0
+format: fast_llm
+metadata:
+  state_index:
+    head.output_weights/weights: model_0.safetensors
+model: gpt
+"""
+KEYS = ["config", "base_model", "type", "fast_llm_version", "format", "metadata", "state_index", "model", "shards",
+        "weights", "x"]
+VALUES = ["", "0.4.0", "0.2.9", "1", "fast_llm", "distributed", "null", "~", "[]", "{}", "[1]", "{a: b}", "gpt",
+          "2001-02-03", "2001-02-30", "0x1F", "1e400", ".nan", "!!int x", "!!float x", "!!binary xx", "!!str",
+          "!!python/name:os.getcwd", "&a x", "*a", "*b", "|", ">", "'", '"', "-", "? a", "%YAML 1.1", "---", "..."]
+LINE = st.builds(lambda indent, key, value: f"{' ' * indent}{key}: {value}".rstrip(),
+                 st.sampled_from([0, 0, 2, 4]), st.one_of(st.sampled_from(KEYS), st.text(max_size=4)),
+                 st.one_of(st.sampled_from(VALUES), st.text(max_size=6)))
+YAMLISH = st.one_of(
+    st.lists(LINE, max_size=8).map("\n".join),
+    st.lists(LINE, max_size=4).map(lambda lines: VALID_METADATA + "\n".join(lines)),  # later keys win
+    st.text(max_size=60),
+)
+
+
+def read_yaml(folder: Path, text: str) -> None:
+    (folder / "metadata.yaml").write_text(text, encoding="utf-8")
+    meta = outcome(read_metadata, folder)
+    if meta is not None:
+        assert isinstance(meta, dict)
+        assert isinstance(meta["config"]["base_model"], dict)
+        assert isinstance(meta["metadata"]["state_index"], dict) and meta["metadata"]["state_index"]
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "read_metadata catches yaml.YAMLError, but yaml.safe_load raises a plain ValueError for a scalar that its "
+    "resolver takes for an impossible date (minimal example: metadata.yaml '0: 2001-02-30' -> 'day is out of "
+    "range for month'); more crashes of the same reader are listed in test_metadata_crashers"))
+@FUZZ
+@example(text="0: 2001-02-30")
+@given(text=YAMLISH)
+def test_random_metadata(folder, text):
+    read_yaml(folder, text)
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
+    "yaml.safe_load composes nested nodes recursively and raises RecursionError (not a YAMLError, so not "
+    "caught) for deeply nested flow collections, e.g. '[' * 50_000 + ']' * 50_000"))
+@settings(FUZZ, max_examples=20)
+@example(depth=50_000)
+@given(depth=st.integers(1, 100_000))
+def test_deeply_nested_metadata(folder, depth):
+    read_yaml(folder, "[" * depth + "]" * depth)
+
+
+def crash(exc: type[Exception], how: str):
+    return pytest.mark.xfail(strict=True, raises=exc, reason=f"read_metadata raises {exc.__name__}: {how}")
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("0: 2001-02-30", id="impossible date", marks=crash(ValueError, "day is out of range for month")),
+    pytest.param("0: !!int x", id="bad !!int", marks=crash(ValueError, "invalid literal for int()")),
+    pytest.param("0: !!float x", id="bad !!float", marks=crash(ValueError, "could not convert string to float")),
+    pytest.param("fast_llm_version: 0.4.0\nconfig: [1]", id="config is a list",
+                 marks=crash(AttributeError, "(meta.get('config') or {}).get: 'list' object has no attribute 'get'")),
+    pytest.param(VALID_METADATA + "metadata: [1]", id="metadata is a list",
+                 marks=crash(AttributeError, "(meta.get('metadata') or {}).get: 'list' object has no attribute "
+                                             "'get'")),
+])
+def test_metadata_crashers(folder, text):
+    """Each kind of crash test_random_metadata runs into, as its own case, so that each fix shows on its own."""
+    (folder / "metadata.yaml").write_text(text, encoding="utf-8")
+    try:
+        read_metadata(folder)
+    except WeightportError:
+        pass
