@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/weightport-bench"))
     parser.add_argument("--dtype", default="auto", help="--dtype passed to weightport convert")
+    parser.add_argument("--workers", default="2", help="--workers passed to weightport convert")
     parser.add_argument("--transformers", action="store_true", help="also time from_pretrained + save_pretrained")
     args = parser.parse_args()
 
@@ -51,10 +52,11 @@ def main() -> None:
     size = sum(f.stat().st_size for f in source.iterdir())
     out = args.workdir / args.shape / "out"
     weightport = [sys.executable, "-m", "weightport", "convert"]
+    options = ["--dtype", args.dtype, "--workers", args.workers]
     commands = {
         "cp -r": lambda: ["cp", "-r", str(source), str(out / "cp")],
-        "hf -> native": lambda: [*weightport, str(source), str(out / "native"), "--dtype", args.dtype],
-        "native -> hf": lambda: [*weightport, str(out / "native"), str(out / "hf"), "--dtype", args.dtype],
+        "hf -> native": lambda: [*weightport, str(source), str(out / "native"), *options],
+        "native -> hf": lambda: [*weightport, str(out / "native"), str(out / "hf"), *options],
     }
     if args.transformers:
         commands["transformers load+save"] = lambda: [sys.executable, "-c", NAIVE, str(source), str(out / "naive")]
@@ -70,7 +72,8 @@ def main() -> None:
         print(f"round {run + 1}: " + ", ".join(f"{n} {r[-1][0]:.2f}s" for n, r in results.items()), file=sys.stderr)
     shutil.rmtree(out, ignore_errors=True)
     floor = statistics.median(t for t, _ in results["cp -r"])
-    print(f"{args.shape}: {size / 1e9:.2f} GB, {args.runs} alternating runs, dtype {args.dtype}")
+    print(f"{args.shape}: {size / 1e9:.2f} GB, {args.runs} alternating runs, dtype {args.dtype}, "
+          f"{args.workers} workers")
     print(f"{'':<24} {'median s':>9} {'x cp':>6} {'peak RSS MB':>12}")
     for name, samples in results.items():
         median = statistics.median(t for t, _ in samples)

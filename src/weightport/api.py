@@ -229,27 +229,33 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     return Plan(out.family, out.direction, out.steps, config, out.notes)
 
 
-class _Files:
-    """The runtime's source (tensors of the input files, memory-mapped) and sink (the shard writer)."""
+class _Inputs:
+    """The runtime's source: the tensors of the input files, memory-mapped."""
 
-    def __init__(self, tensors: dict[str, safetensors.TensorInfo], writer: safetensors.ShardedWriter, suffix: str):
-        self.tensors, self.writer, self.suffix = tensors, writer, suffix
-        self.maps = safetensors.Mappings()
+    def __init__(self, tensors: dict[str, safetensors.TensorInfo]):
+        self.tensors, self.maps = tensors, safetensors.Mappings()
 
     def view(self, ref: Ref) -> np.ndarray:
         return self.maps.view(self.tensors[ref.name])
 
+    def read_range(self, ref: Ref, offset: int, size: int) -> np.ndarray:
+        return safetensors.read_range(self.tensors[ref.name], offset, size)
+
     def release(self, ref: Ref) -> None:
         self.maps.release(self.tensors[ref.name])
 
-    def read_range(self, ref: Ref, offset: int, size: int) -> np.ndarray:
-        return safetensors.read_range(self.tensors[ref.name], offset, size)
+
+class _Outputs:
+    """The runtime's sink: the shard writer (native names get the `/weights` suffix)."""
+
+    def __init__(self, writer: safetensors.ShardedWriter, inputs: _Inputs, suffix: str):
+        self.writer, self.inputs, self.suffix = writer, inputs, suffix
 
     def write(self, ref: Ref, array: np.ndarray, offset: int = 0) -> None:
         self.writer.write(ref.name + self.suffix, array, offset)
 
     def move(self, src: Ref, src_offset: int, dst: Ref, dst_offset: int, size: int) -> None:
-        self.writer.copy(dst.name + self.suffix, self.tensors[src.name], src_offset, dst_offset, size)
+        self.writer.copy(dst.name + self.suffix, self.inputs.tensors[src.name], src_offset, dst_offset, size)
 
 
 def convert(source: str | Path, destination: str | Path, *, to: str | None = None, format: str | None = None,
@@ -266,11 +272,11 @@ def convert(source: str | Path, destination: str | Path, *, to: str | None = Non
     with atomic_output(Path(destination), overwrite=overwrite) as tmp:
         with safetensors.ShardedWriter(tmp, outputs, max_shard_bytes=max_shard_size, shard_names=names,
                                        metadata={"format": "pt"}) as writer:
-            files = _Files(src.tensors, writer, suffix)
+            inputs = _Inputs(src.tensors)
             try:
-                run(the_plan, files, files, workers=workers, progress=progress)
+                run(the_plan, inputs, _Outputs(writer, inputs, suffix), workers=workers, progress=progress)
             finally:
-                files.maps.close()
+                inputs.maps.close()
             writer.close()
         carried_to = tmp / CARRIED_FOLDER if to_native and src.carried else tmp
         carried_to.mkdir(exist_ok=True)

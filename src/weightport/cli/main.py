@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("dst", type=Path, help="output folder; created only when complete")
     convert.add_argument("--max-shard-size", default="5GB", help="largest output file (default 5GB)")
     convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    convert.add_argument("--workers", type=int, default=2, help="steps run at once (default 2)")
     plan = commands.add_parser("plan", help="print the conversion plan (reads headers only)")
     source_options(plan)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -72,7 +73,8 @@ def _convert(args: argparse.Namespace) -> None:
         raise SystemExit(f"weightport: --max-shard-size: {err}") from None
     start = time.perf_counter()
     plan = api.convert(args.src, args.dst, to=args.to, format=args.format, dtype=args.dtype,
-                       hf_layout=args.hf_layout, max_shard_size=shard, overwrite=args.overwrite)
+                       hf_layout=args.hf_layout, max_shard_size=shard, overwrite=args.overwrite,
+                       workers=args.workers)
     size = sum(math.prod(r.shape) for s in plan.steps for r in s.dst)
     for note in plan.notes:
         print(f"note: {note}")

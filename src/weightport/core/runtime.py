@@ -94,7 +94,7 @@ def _segments(step: Step, direction: str, source: Source) -> list[tuple[Ref, lis
 
 
 def contiguous(view: np.ndarray) -> np.ndarray:
-    """A C-contiguous copy of a (strided) view, copied tile by tile over its last axis to stay in cache."""
+    """A C-contiguous copy of a (strided) view, copied tile by tile over its last axis so both stay in cache."""
     if view.flags.c_contiguous:
         return view
     out = np.empty(view.shape, view.dtype)
@@ -124,9 +124,9 @@ def run_step(step: Step, direction: str, source: Source, sink: Sink) -> None:
     since_release = 0
     for dst, segments in _segments(step, direction, source):
         row_bytes = math.prod(dst.shape[1:]) * dtypes.SIZES[dst.dtype]
+        step_rows = max(1, SLAB // max(row_bytes, 1))
         for first, view in segments:
             view = view.reshape(1) if view.ndim == 0 else view
-            step_rows = max(1, SLAB // max(row_bytes, 1))
             for start in range(0, view.shape[0], step_rows):
                 piece = contiguous(view[start : start + step_rows])
                 if dst.dtype != step.src[0].dtype:
@@ -143,7 +143,10 @@ def run_step(step: Step, direction: str, source: Source, sink: Sink) -> None:
 
 def run(plan: Plan, source: Source, sink: Sink, *, workers: int = 2,
         progress: Callable[[Step], None] | None = None) -> None:
-    """Run every step of `plan`, `workers` at a time; the first error stops the run and is raised."""
+    """Run every step of `plan`; the first error stops the run and is raised.
+
+    With two or more workers, byte moves (kernel copies) and transforms (CPU) run on separate threads so that
+    they overlap instead of contending for the same file; extra workers share the transforms."""
     lock = threading.Lock()
 
     def one(step: Step) -> None:
@@ -156,10 +159,15 @@ def run(plan: Plan, source: Source, sink: Sink, *, workers: int = 2,
         for step in plan.steps:
             one(step)
         return
+    copies = [s for s in plan.steps if moves(s, plan.direction) is not None and s.src[0].dtype == s.dst[0].dtype]
+    copied = set(copies)
+    others = [s for s in plan.steps if s not in copied]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightport") as pool:
-        futures = [pool.submit(one, step) for step in plan.steps]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+        futures = [pool.submit(lambda: [one(s) for s in copies])]
+        futures += [pool.submit(lambda part: [one(s) for s in part], others[k :: workers - 1])
+                    for k in range(workers - 1)]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f.done() and f.exception() is not None]
         if failed:
             for future in futures:
                 future.cancel()

@@ -211,9 +211,12 @@ class Mappings:
     def view(self, info: TensorInfo) -> np.ndarray:
         """The tensor as a read-only raw array of its shape, backed by the file's pages."""
         count = info.nbytes // DTYPE_SIZES[info.dtype]
-        data = np.frombuffer(self._map(info.file), dtypes.raw(info.dtype), count, info.start) if count else \
-            np.empty(0, dtypes.raw(info.dtype))
-        return data.reshape(info.shape)
+        if not count:
+            return np.empty(info.shape, dtypes.raw(info.dtype))
+        mapped = self._map(info.file)
+        start = info.start - info.start % mmap.PAGESIZE
+        mapped.madvise(mmap.MADV_WILLNEED, start, info.end - start)  # read ahead: transposes touch it out of order
+        return np.frombuffer(mapped, dtypes.raw(info.dtype), count, info.start).reshape(info.shape)
 
     def release(self, info: TensorInfo) -> None:
         """Drop the tensor's pages from this process (they stay in the page cache)."""
@@ -273,12 +276,14 @@ class ShardedWriter:
         self._fds: list[int] = []
         self._written: dict[str, list[tuple[int, int]]] = {}  # name -> byte ranges written so far
         self._lock = threading.Lock()
+        self._io: dict[int, threading.Lock] = {}  # per shard: serializes writes into that file
         try:
             for file, group in zip(self.shards, groups):
                 with _os_errors(OutputError, f"cannot create {self.folder / file}",
                                 "write into a fresh folder with enough free space and write permission"):
                     self.folder.mkdir(parents=True, exist_ok=True)
                     self._fds.append(os.open(self.folder / file, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644))
+                    self._io[self._fds[-1]] = threading.Lock()
                     self._layout(self._fds[-1], group, metadata)
         except BaseException:
             self._release()
@@ -319,7 +324,8 @@ class ShardedWriter:
         raw = memoryview(np.ascontiguousarray(data)).cast("B")
         fd, position = self._claim(name, offset, len(raw))
         with _os_errors(OutputError, f"cannot write tensor {name!r} to {self.weight_map[name]}", "check free space"):
-            _pwrite_all(fd, raw, position)
+            with self._io[fd]:
+                _pwrite_all(fd, raw, position)
 
     def copy(self, name: str, src: TensorInfo, src_offset: int = 0, offset: int = 0, size: int | None = None) -> None:
         """Copy `size` bytes of a source tensor (all of it by default) straight from its file into tensor `name`."""
@@ -331,8 +337,11 @@ class ShardedWriter:
         with _os_errors(OutputError, f"cannot copy tensor {name!r} from {src.file} to {self.weight_map[name]}",
                         "check free space"), open(src.file, "rb", buffering=0) as f:
             try:
-                while done < size and (n := os.copy_file_range(f.fileno(), fd, min(_CHUNK, size - done),
-                                                                 begin + done, position + done)):
+                while done < size:
+                    with self._io[fd]:  # one writer per shard at a time: concurrent writes to a file contend
+                        n = os.copy_file_range(f.fileno(), fd, min(_CHUNK, size - done), begin + done, position + done)
+                    if not n:
+                        break
                     done += n
             except (AttributeError, OSError) as e:  # no copy_file_range here: fall back to pread/pwrite
                 if getattr(e, "errno", errno.ENOSYS) not in _NO_COPY_RANGE:
