@@ -284,20 +284,25 @@ def test_workers_give_the_same_result_as_one(monkeypatch, dtype: str | None, wor
     assert Counter(seen) == Counter(forward.steps)
 
 
-def test_two_workers_run_two_steps_at_once() -> None:
-    barrier, arrivals = threading.Barrier(2, timeout=10), []
+def test_two_workers_overlap_copies_and_transforms() -> None:
+    """Byte moves run on one thread and transforms on another, at the same time."""
+    barrier, met = threading.Barrier(2, timeout=10), []
 
     class Meeting(Memory):
         def move(self, *args) -> None:
-            with self.lock:
-                arrivals.append(args[2].name)  # the output tensor, one per step
-                early = len(arrivals) <= 2
-            if early:  # the first two moves wait for each other: a serial run would break the barrier
+            if "move" not in met:  # the first move and the first transform wait for each other
+                met.append("move")
                 barrier.wait()
             super().move(*args)
 
-    execute(plan("from_hf", BYTE_RULES), raws(hf_tensors()), Meeting, workers=2)
-    assert len(set(arrivals[:2])) == 2  # two different steps
+        def view(self, ref: Ref) -> np.ndarray:
+            if "transform" not in met:
+                met.append("transform")
+                barrier.wait()
+            return super().view(ref)
+
+    execute(plan("from_hf", ALL_RULES), raws(hf_tensors()), Meeting, workers=2)
+    assert "move" in met and "transform" in met
 
 
 @pytest.mark.parametrize("workers", [1, 2])
