@@ -23,7 +23,7 @@ SHAPES = {  # hidden, layers, intermediate, vocab, heads, kv heads, experts
     "llama-1b": (2048, 16, 8192, 128256, 32, 8, 0),
     "llama-8b": (4096, 32, 14336, 128256, 32, 8, 0),
     "llama-405b": (16384, 126, 53248, 128256, 128, 8, 0),
-    "mixtral": (1024, 8, 3584, 32000, 8, 2, 8),
+    "mixtral": (1024, 12, 3584, 32000, 8, 2, 8),
 }
 
 

@@ -1,7 +1,13 @@
-"""weightport: convert LLM checkpoints between the Hugging Face format and Fast-LLM's native format."""
+"""weightport: convert LLM checkpoints between the Hugging Face format and Fast-LLM's native format.
+
+Files: `convert`, `plan`, `open_checkpoint`, `inspect`, `verify`. In memory: `import_hf`, `export_hf`, `hf_config`.
+"""
 
 from weightport.api import Checkpoint, convert, open_checkpoint, plan
 from weightport.errors import WeightportError
+from weightport.stream import export_hf, hf_config, import_hf
+from weightport.tools import inspect, verify
 
 __version__ = "0.1.0"
-__all__ = ["Checkpoint", "WeightportError", "convert", "open_checkpoint", "plan", "__version__"]
+__all__ = ["Checkpoint", "WeightportError", "convert", "export_hf", "hf_config", "import_hf", "inspect",
+           "open_checkpoint", "plan", "verify", "__version__"]

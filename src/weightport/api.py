@@ -258,11 +258,11 @@ class _Outputs:
         self.writer.copy(dst.name + self.suffix, self.inputs.tensors[src.name], src_offset, dst_offset, size)
 
 
-def convert(source: str | Path, destination: str | Path, *, to: str | None = None, format: str | None = None,
+def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str | None = None, format: str | None = None,
             dtype: str = "auto", hf_layout: str | None = None, max_shard_size: int | None = None,
             overwrite: bool = False, workers: int = 2, progress: Callable[[Step], None] | None = None) -> Plan:
     """Convert a checkpoint folder; the destination appears only when complete. Returns the plan it ran."""
-    src = open_checkpoint(source, format)
+    src = source if isinstance(source, Checkpoint) else open_checkpoint(source, format)
     the_plan = plan(src, to=to, dtype=dtype, hf_layout=hf_layout)
     to_native = the_plan.direction == "from_hf"
     suffix = f"/{native_ckpt.SHARD}" if to_native else ""

@@ -14,10 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from weightport import api, families, synth
-from weightport.errors import WeightportError
+from weightport import api, families, synth, tools
 from weightport.core.layouts import NAMES as LAYOUTS
-from weightport.io.safetensors import load, parse_size, read_checkpoint
+from weightport.core.runtime import nbytes
+from weightport.errors import WeightportError
+from weightport.io.safetensors import parse_size
 
 FORMATS = list(families.FAMILIES)
 
@@ -46,10 +47,22 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("dst", type=Path, help="output folder; created only when complete")
     convert.add_argument("--max-shard-size", default="5GB", help="largest output file (default 5GB)")
     convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
-    convert.add_argument("--workers", type=int, default=2, help="steps run at once (default 2)")
+    convert.add_argument("--workers", type=int, default=2, help="threads (default 2: copies beside transforms)")
+    convert.add_argument("--quiet", action="store_true", help="no progress bar (there is none when not a terminal)")
     plan = commands.add_parser("plan", help="print the conversion plan (reads headers only)")
     source_options(plan)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    check = commands.add_parser("check", help="check that a conversion would be complete, writing nothing")
+    source_options(check)
+    inspect = commands.add_parser("inspect", help="what a checkpoint folder holds (reads headers only)")
+    inspect.add_argument("path", type=Path)
+    inspect.add_argument("--json", action="store_true", help="print as JSON")
+    verify = commands.add_parser("verify", help="compare two checkpoints of any format as models")
+    verify.add_argument("a", type=Path)
+    verify.add_argument("b", type=Path)
+    verify.add_argument("--atol", type=float, default=0.0, help="tolerated absolute difference (default: bitwise)")
+    verify.add_argument("--format", choices=FORMATS, metavar="NAME", help="format of native checkpoints")
+    verify.add_argument("--logits", action="store_true", help="also compare transformers outputs on a fixed prompt")
     demo = commands.add_parser("demo", help="write a tiny random Llama, convert it to native and back, compare")
     demo.add_argument("dir", type=Path, nargs="?", help="where to keep the checkpoints (default: a temp folder)")
     commands.add_parser("formats", help="list the formats")
@@ -66,20 +79,69 @@ def _print_plan(plan: api.Plan) -> None:
         print(f"note: {note}")
 
 
+def _progress(total: int, quiet: bool):  # noqa: ANN202 - a tqdm bar or None
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="converting", file=sys.stderr,
+                dynamic_ncols=True)
+
+
 def _convert(args: argparse.Namespace) -> None:
     try:
         shard = parse_size(args.max_shard_size)
     except ValueError as err:
         raise SystemExit(f"weightport: --max-shard-size: {err}") from None
     start = time.perf_counter()
-    plan = api.convert(args.src, args.dst, to=args.to, format=args.format, dtype=args.dtype,
-                       hf_layout=args.hf_layout, max_shard_size=shard, overwrite=args.overwrite,
-                       workers=args.workers)
-    size = sum(math.prod(r.shape) for s in plan.steps for r in s.dst)
+    source = api.open_checkpoint(args.src, args.format)
+    plan = api.plan(source, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout)
+    total = sum(nbytes(r) for step in plan.steps for r in step.dst)
+    bar = _progress(total, args.quiet)
+    try:
+        api.convert(source, args.dst, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout, max_shard_size=shard,
+                    overwrite=args.overwrite, workers=args.workers,
+                    progress=bar and (lambda step: bar.update(sum(nbytes(r) for r in step.dst))))
+    finally:
+        if bar is not None:
+            bar.close()
+    values = sum(math.prod(r.shape) for s in plan.steps for r in s.dst)
     for note in plan.notes:
         print(f"note: {note}")
-    print(f"{plan.family} {plan.direction}: wrote {len(plan.steps)} steps ({size:,} values) to {args.dst} "
-          f"in {time.perf_counter() - start:.2f}s")
+    print(f"{plan.family} {plan.direction}: wrote {len(plan.steps)} steps ({values:,} values, {total / 1e9:.2f} GB) "
+          f"to {args.dst} in {time.perf_counter() - start:.2f}s")
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    info = tools.inspect(args.path)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    kind = info["side"] + (f" ({info['native_model']})" if info["side"] == "native" else "")
+    print(f"{info['path']}: {kind} checkpoint, format {info['format'] or 'unknown'}")
+    print(f"  tensors     {info['tensors']:,}")
+    print(f"  parameters  {info['parameters']:,}")
+    print(f"  dtypes      {', '.join(f'{k} x{v:,}' for k, v in info['dtypes'].items())}")
+    print(f"  on disk     {info['bytes']:,} bytes")
+    print(f"  shards      {len(info['shards'])}: {', '.join(info['shards'][:4])}{' ...' if len(info['shards']) > 4 else ''}")
+    if info.get("other_shards"):
+        print(f"  also        optimizer shards {', '.join(info['other_shards'])} (not converted)")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    differences = tools.verify(args.a, args.b, atol=args.atol, format_a=args.format, format_b=args.format)
+    if args.logits and not differences:
+        first, second = (tools.logits(c) for c in tools.open_pair(args.a, args.b, args.format, args.format))
+        gap = float((first - second).abs().max())
+        if gap > args.atol:
+            differences.append(tools.Difference("logits", f"max abs difference {gap:.3g}"))
+    if differences:
+        print(f"{args.a} and {args.b} differ ({len(differences)}):")
+        for difference in differences:
+            print(f"  {difference}")
+        return 1
+    print(f"{args.a} and {args.b} hold the same model" + (" and give the same logits" if args.logits else ""))
+    return 0
 
 
 def _demo(folder: Path | None) -> None:
@@ -91,12 +153,11 @@ def _demo(folder: Path | None) -> None:
     print(f"converted hf -> native ({len(plan.steps)} steps): {native}")
     plan = api.convert(native, back)
     print(f"converted native -> hf ({len(plan.steps)} steps): {back}")
-    first, second = read_checkpoint(hf), read_checkpoint(back)
-    same_tensors = first.keys() == second.keys() and all(load(first[k]).equal(load(second[k])) for k in first)
+    differences = tools.verify(hf, back)
     same_config = json.loads((hf / "config.json").read_text()) == json.loads((back / "config.json").read_text())
-    print(f"round trip: {len(first)} tensors {'bit-exact' if same_tensors else 'DIFFER'}, "
+    print(f"round trip: {tools.inspect(back)['tensors']} tensors {'bit-exact' if not differences else 'DIFFER'}, "
           f"config.json {'identical' if same_config else 'DIFFERS'}")
-    if not (same_tensors and same_config):
+    if differences or not same_config:
         raise SystemExit(1)
 
 
@@ -108,6 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "plan":
             plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout)
             print(json.dumps(plan.as_dict(), indent=2)) if args.json else _print_plan(plan)
+        elif args.command == "check":
+            plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout)
+            produced = sum(len(s.dst) for s in plan.steps)
+            print(f"{plan.family} {plan.direction}: complete: every source tensor is consumed once and "
+                  f"{produced:,} tensors are produced once ({len(plan.steps)} steps); config covered")
+        elif args.command == "inspect":
+            _inspect(args)
+        elif args.command == "verify":
+            return _verify(args)
         elif args.command == "demo":
             _demo(args.dir)
         else:

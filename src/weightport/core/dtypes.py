@@ -24,7 +24,9 @@ def cast(array: np.ndarray, src: str, dst: str) -> np.ndarray:
     """Values of a raw array of dtype `src` converted to `dst`, returned raw (round to nearest, like torch)."""
     import torch
 
-    signed = array.view(_SIGNED[SIZES[src]])
-    tensor = torch.from_numpy(np.ascontiguousarray(signed)).view(getattr(torch, TORCH[src]))
+    signed = np.ascontiguousarray(array.view(_SIGNED[SIZES[src]]))
+    if not signed.flags.writeable:  # memory-mapped input: torch wants memory it may write
+        signed = signed.copy()
+    tensor = torch.from_numpy(signed).view(getattr(torch, TORCH[src]))
     out = tensor.to(getattr(torch, TORCH[dst])).view(getattr(torch, _SIGNED[SIZES[dst]]))
     return out.numpy().view(raw(dst)).reshape(array.shape)

@@ -8,12 +8,27 @@ import importlib
 from weightport.core.spec import ModelSpec
 from weightport.errors import ConfigError
 
+_REGISTERED: dict[str, ModelSpec] = {}  # families added at run time with `register`
 FAMILIES = ("llama", "mistral", "qwen2", "mixtral", "mtp_llama", "apriel_hybrid_ssm", "apriel2_text", "gemma4",
             "llava", "llava_hybrid_ssm", "apriel2")
 
 
+def register(spec: ModelSpec) -> None:
+    """Add a family declared outside weightport (see docs/adding-a-family.md); its name must be new."""
+    if spec.name in FAMILIES or spec.name in _REGISTERED:
+        raise ConfigError(f"format {spec.name!r} is already registered")
+    _REGISTERED[spec.name] = spec
+
+
+def names() -> tuple[str, ...]:
+    """Every format name, built in and registered."""
+    return FAMILIES + tuple(_REGISTERED)
+
+
 def load(name: str) -> ModelSpec:
     """The declaration of format `name`."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     if name not in FAMILIES:
         raise ConfigError(f"unknown format {name!r} (supported: {', '.join(FAMILIES)})")
     return importlib.import_module(f"weightport.families.{name}").SPEC
@@ -21,7 +36,7 @@ def load(name: str) -> ModelSpec:
 
 def detect(model_type: object) -> str:
     """The format whose HF `model_type` this is."""
-    for name in FAMILIES:
+    for name in names():
         spec = load(name)
         if model_type == spec.model_type or model_type in spec.aliases:
             return name

@@ -1,0 +1,102 @@
+"""Streaming, in-memory conversion of tensors (no files): for trainers that push weights to an inference engine.
+
+`import_hf` turns HF `(name, tensor)` pairs into native ones and `export_hf` the reverse. Inputs come in any
+order; each output is yielded as soon as all of its inputs have arrived, and only incomplete groups (for example
+K waiting for V) are held. Unknown, duplicate and mis-shaped tensors raise at once; missing ones at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from weightport import api, families
+from weightport.core import ops
+from weightport.core.plan import _hf_shapes, _part_sizes
+from weightport.core.weights import Binding, walk
+from weightport.errors import CoverageError, report
+from weightport.native.model import parameters
+from weightport.native.schema import resolve
+
+_SIGNED = {1: np.uint8, 2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def _raw(tensor: Any) -> np.ndarray:
+    """A torch tensor's bits as a numpy array (shared memory)."""
+    import torch
+
+    signed = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()]
+    return tensor.detach().cpu().contiguous().view(signed).numpy()
+
+
+def _tensor(array: np.ndarray, like: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array)).view(like.dtype)
+
+
+def _bindings(native: dict, spec) -> tuple[list[Binding], dict[str, tuple[int, ...]]]:
+    inventory = parameters(native)
+    return [b for b in walk(spec.weights, native) if b.native in inventory], inventory
+
+
+def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str | None = None
+              ) -> Iterator[tuple[str, Any]]:
+    """Native `(name, tensor)` pairs (names without `/weights`) from HF ones, for the model `hf_config` describes."""
+    spec = families.load(format or families.detect(hf_config.get("model_type")))
+    native = api.import_config(spec, hf_config)[1]
+    bindings, inventory = _bindings(native, spec)
+    expected = {}
+    for b in bindings:
+        shape = inventory[b.native]
+        expected.update(zip(b.hf, ((b, s) for s in _hf_shapes(b, shape, _part_sizes(b, shape) or []))))
+    pending: dict[str, dict[str, Any]] = {}
+    for name, tensor in tensors:
+        if name not in expected:
+            raise CoverageError(f"{spec.name}: tensor {name!r} is claimed by no rule")
+        binding, shape = expected.pop(name)
+        if tuple(tensor.shape) != shape:
+            raise CoverageError(f"{spec.name}: tensor {name!r} has shape {list(tensor.shape)}, the config implies "
+                                f"{list(shape)}")
+        group = pending.setdefault(binding.native, {})
+        group[name] = tensor
+        if len(group) == len(binding.hf):
+            del pending[binding.native]
+            parts = [group[h] for h in binding.hf]
+            yield binding.native, _tensor(ops.to_native(binding.ops, binding.dim, [_raw(p) for p in parts]), parts[0])
+    if expected:
+        raise CoverageError(report(f"{spec.name}: tensors never arrived", sorted(expected)))
+
+
+def export_hf(native_config: dict, tensors: Iterable[tuple[str, Any]], format: str) -> Iterator[tuple[str, Any]]:
+    """HF `(name, tensor)` pairs from native ones; `native_config` is the `config` mapping of a native checkpoint's
+    metadata.yaml (with `base_model`), `format` the HF format to write."""
+    spec = families.load(format)
+    native = resolve(spec.native_model, native_config.get("base_model", native_config))
+    bindings, inventory = _bindings(native, spec)
+    by_name = {b.native: b for b in bindings}
+    remaining = set(by_name)
+    for name, tensor in tensors:
+        name = name.removesuffix("/weights")
+        if name not in remaining:
+            why = "was given twice" if name in by_name else "is not a parameter of this model"
+            raise CoverageError(f"{spec.name}: native tensor {name!r} {why}")
+        if tuple(tensor.shape) != inventory[name]:
+            raise CoverageError(f"{spec.name}: native tensor {name!r} has shape {list(tensor.shape)}, the config "
+                                f"implies {list(inventory[name])}")
+        remaining.discard(name)
+        b = by_name[name]
+        parts = ops.to_hf(b.ops, b.dim, _raw(tensor), _part_sizes(b, tuple(tensor.shape)) or [])
+        for hf_name, part in zip(b.hf, parts):
+            yield hf_name, _tensor(part, tensor)
+    if remaining:
+        raise CoverageError(report(f"{spec.name}: native tensors never arrived", sorted(remaining)))
+
+
+def hf_config(native_config: dict, format: str, layout: str | None = None) -> dict:
+    """The HF config.json mapping for a native `config` mapping (with `base_model`)."""
+    spec = families.load(format)
+    native = resolve(spec.native_model, native_config.get("base_model", native_config))
+    return api.export_config(spec, native, layout or spec.hf_layout)
