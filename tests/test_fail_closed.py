@@ -5,9 +5,8 @@ tensor or key and says what to do, no traceback, and the destination exactly as 
 or untouched when it already existed) with no `.<dst>.tmp-*` folder beside it.
 
 To keep some 25 subprocesses quick, the broken checkpoints are all built first and the commands run concurrently,
-once per module (`outcomes`); each test then checks its own outcome. Where src breaks a promise today, the test
-is a strict xfail whose `raises=` names the promise (`Crashed`, `WrongExit`, `LeftOutput`, `VagueMessage`), so
-it fails if something else goes wrong.
+once per module (`outcomes`); each test then checks its own outcome, and a broken promise fails with its own
+exception type (`Crashed`, `WrongExit`, `LeftOutput`, `VagueMessage`).
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from helpers import cli
 from weightport import synth
 
 # ---------------------------------------------------------------------------------------------------------------
-# What "fails closed" means, one exception type per broken promise so that an xfail names the promise it breaks.
+# What "fails closed" means, one exception type per broken promise.
 
 
 class Crashed(AssertionError):
@@ -291,7 +290,6 @@ class Case:
     options: tuple[str, ...] = ()
     code: int = 1
     never_created: str | None = None  # a file (beside the source folder) that must not appear
-    xfail: tuple[type[AssertionError], str] | None = None  # the promise src breaks today, and how
 
 
 CASES: dict[str, Case] = {
@@ -302,65 +300,40 @@ CASES: dict[str, Case] = {
     "offsets_out_of_range": Case("hf", offsets_out_of_range, (SINGLE, f"'{NORM}'", "data_offsets", "out of range")),
     "overlapping_offsets": Case("hf", overlapping_offsets, (SINGLE, f"'{K}'", f"'{V}'", "overlap")),
     "shape_disagrees_with_bytes": Case("hf", shape_disagrees_with_bytes, (SINGLE, f"'{NORM}'", "[65]", "260")),
-    "unknown_dtype": Case("hf", unknown_dtype, (SINGLE, f"'{NORM}'", "Q4_K"), xfail=(VagueMessage, (
-        "the message names the file, tensor and dtype ('unknown dtype 'Q4_K'; supported: F64, F32, ...') but, "
-        "unlike every other safetensors error, gives no remedy (e.g. re-export the tensor in a supported dtype)"))),
-    "dtype_not_a_string": Case("hf", dtype_not_a_string, (SINGLE, f"'{NORM}'", "dtype"), xfail=(Crashed, (
-        "read_header tests `dtype not in DTYPE_SIZES` on a JSON list, which raises TypeError: unhashable type: "
-        "'list'; the CLI prints a traceback and exits 1"))),
+    "unknown_dtype": Case("hf", unknown_dtype, (SINGLE, f"'{NORM}'", "Q4_K")),
+    "dtype_not_a_string": Case("hf", dtype_not_a_string, (SINGLE, f"'{NORM}'", "dtype")),
     # 8-11
     "index_names_missing_shard": Case("sharded", index_names_missing_shard, (INDEX, SHARDS[1], "missing")),
-    "index_names_outside_path": Case("sharded", index_names_outside_path, (INDEX, "../x.safetensors", "outside"),
-                                     xfail=(VagueMessage, (
-        "read_checkpoint refuses ../x.safetensors but reports it as 'shard ../x.safetensors listed in weight_map "
-        "is missing from <folder>', although the file exists: the message should say the path is outside the "
-        "checkpoint folder"))),
+    "index_names_outside_path": Case("sharded", index_names_outside_path, (INDEX, "../x.safetensors", "outside")),
     "same_tensor_in_two_shards": Case("sharded", same_tensor_in_two_shards,
                                       ("'model.embed_tokens.weight'", SHARDS[0], SHARDS[1])),
     "index_maps_tensor_to_wrong_shard": Case("sharded", index_maps_tensor_to_wrong_shard,
                                              (INDEX, f"'{NORM}'", SHARDS[0], "not in that file")),
     # 12-14 (missing, extra, mis-shaped tensor) are in tests/test_cli.py
     # 15-17
-    "config_not_json": Case("hf", config_not_json, ("config.json", "JSON"), xfail=(VagueMessage, (
-        "read_config reports '<folder>/config.json: cannot be read as JSON (Expecting property name enclosed in "
-        "double quotes: line 1 column 43 (char 42))' with no remedy (e.g. fix or re-download config.json)"))),
+    "config_not_json": Case("hf", config_not_json, ("config.json", "JSON")),
     "config_unknown_nested_key": Case("hf", config_unknown_nested_key, ("'rope_parameters.warp_factor'",)),
     "config_contradicts_shapes": Case("hf", config_contradicts_shapes,
                                       ("model.layers.0.mlp.up_proj.weight", "[128, 64]", "[96, 64]")),
     # 18-20
     "yaml_unsafe_tag": Case("native", yaml_unsafe_tag, ("metadata.yaml", "python/object/apply:os.system"),
-                            never_created="PWNED", xfail=(VagueMessage, (
-        "the tag is refused (safe_load) and nothing runs, but the message is PyYAML's 'cannot be read as YAML "
-        "(could not determine a constructor for the tag ...)' with no remedy (e.g. remove the tag: only plain "
-        "YAML is read)"))),
+                            never_created="PWNED"),
     "yaml_unknown_architecture_field": Case("native", yaml_unknown_architecture_field,
-                                            ("decoder.block.mixer.flux_capacitor",), xfail=(VagueMessage, (
-        "the message 'native config: unknown field(s) decoder.block.mixer.flux_capacitor for mixer type "
-        "'attention'; weightport refuses to drop settings it does not understand' names the field but "
-        "gives no remedy (e.g. remove the field or check the Fast-LLM version)"))),
-    "yaml_config_not_a_mapping": Case("native", yaml_config_not_a_mapping, ("metadata.yaml", "config"),
-                                      xfail=(Crashed, (
-        "read_metadata calls (meta.get('config') or {}).get('base_model') on a list: AttributeError: 'list' "
-        "object has no attribute 'get'; the CLI prints a traceback and exits 1"))),
+                                            ("decoder.block.mixer.flux_capacitor",)),
+    "yaml_config_not_a_mapping": Case("native", yaml_config_not_a_mapping, ("metadata.yaml", "config")),
     "state_index_names_missing_file": Case("native", state_index_names_missing_file, ("model_1.safetensors",)),
     # 21
     "pytorch_bin_instead_of_safetensors": Case("hf", pytorch_bin_instead_of_safetensors,
                                                ("pytorch_model.bin", "pickle", "safetensors"),
                                                never_created="UNPICKLED"),
-    "only_pytorch_bin": Case("hf", only_pytorch_bin, ("pytorch_model.bin", "pickle"), never_created="UNPICKLED",
-                             xfail=(VagueMessage, (
-        "a folder holding only pytorch_model.bin gets '<folder>: neither config.json (HF) nor metadata.yaml "
-        "(native) found; point to a checkpoint folder', which neither names pytorch_model.bin nor says that it "
-        "is not read because loading it needs pickle"))),
+    "only_pytorch_bin": Case("hf", only_pytorch_bin, ("pytorch_model.bin", "pickle"), never_created="UNPICKLED"),
     # 22
     "destination_exists": Case("hf", destination_exists, ("already exists", "--overwrite")),
     # 23
     "unknown_option": Case("hf", None, ("--frobnicate",), options=("--frobnicate",), code=2),
     "bad_dtype": Case("hf", None, ("--dtype", "int8"), options=("--dtype", "int8"), code=2),
     "bad_max_shard_size": Case("hf", None, ("--max-shard-size", "lots"), options=("--max-shard-size", "lots"),
-                               code=2, xfail=(WrongExit, (
-        "cli._convert raises SystemExit('weightport: --max-shard-size: invalid size ...') with a string, which "
-        "exits 1; a usage error must exit 2 (e.g. parser.error, or argparse type=parse_size)"))),
+                               code=2),
 }
 
 
@@ -393,9 +366,7 @@ def outcomes(sources, tmp_path_factory) -> dict[str, tuple]:
 
 
 def _param(name: str):
-    xfail = CASES[name].xfail
-    marks = [pytest.mark.xfail(strict=True, raises=xfail[0], reason=xfail[1])] if xfail else []
-    return pytest.param(name, id=name, marks=marks)
+    return pytest.param(name, id=name)
 
 
 @pytest.mark.parametrize("name", [_param(name) for name in CASES])
@@ -455,10 +426,6 @@ def test_killed_conversion_leaves_no_destination(killed):
     assert not dst.exists()
 
 
-@pytest.mark.xfail(strict=True, raises=LeftOutput, reason=(
-    "atomic_output never removes the `.out.tmp-<hex>` folder of a conversion that was SIGKILLed (no cleanup can "
-    "run); the rerun succeeds into a new temporary folder but the killed run's folder (a half-written 320 MB "
-    "checkpoint) stays beside the destination forever"))
 def test_rerun_after_kill_succeeds_and_cleans_up(killed):
     src, dst, _ = killed
     result = cli("convert", src, dst, *BIG_OPTIONS, check=False)

@@ -192,6 +192,8 @@ def open_checkpoint(path: str | Path, format: str | None = None) -> Checkpoint:
         notes = [f"native shards other than weights are not converted: {', '.join(sorted(shards))}"] if shards else []
         return Checkpoint("native", path, spec, explicit, config, tensors, extras.get("hf_config"),
                           extras.get("hf_layout", spec.hf_layout), notes)
+    if path.is_dir() and any(path.glob("*.bin")):
+        raise FormatError(f"{path}: no config.json or {native_ckpt.METADATA}, only .bin weights. {safetensors._PICKLE}")
     raise FormatError(f"{path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found; "
                       "point to a checkpoint folder")
 

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="convert a checkpoint folder")
     source_options(convert)
     convert.add_argument("dst", type=Path, help="output folder; created only when complete")
-    convert.add_argument("--max-shard-size", default="5GB", help="largest output file (default 5GB)")
+    convert.add_argument("--max-shard-size", default="5GB", type=_size, help="largest output file (default 5GB)")
     convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     convert.add_argument("--workers", type=int, default=2, help="threads (default 2: copies beside transforms)")
     convert.add_argument("--quiet", action="store_true", help="no progress bar (there is none when not a terminal)")
@@ -88,11 +88,15 @@ def _progress(total: int, quiet: bool):  # noqa: ANN202 - a tqdm bar or None
                 dynamic_ncols=True)
 
 
-def _convert(args: argparse.Namespace) -> None:
+def _size(text: str) -> int:
     try:
-        shard = parse_size(args.max_shard_size)
+        return parse_size(text)
     except ValueError as err:
-        raise SystemExit(f"weightport: --max-shard-size: {err}") from None
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _convert(args: argparse.Namespace) -> None:
+    shard = args.max_shard_size
     start = time.perf_counter()
     source = api.open_checkpoint(args.src, args.format)
     plan = api.plan(source, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout)

@@ -1,9 +1,10 @@
 """All-or-nothing output folders.
 
-`atomic_output` hands out a fresh temporary folder next to the destination and renames it into place only
-when the block that fills it finishes without an exception; on any failure, including Ctrl-C, the temporary
-folder is removed and the destination is left exactly as it was. A half-written checkpoint never appears
-under the destination name.
+`atomic_output` hands out a fresh temporary folder next to the destination (named with the writer's process id)
+and renames it into place only when the block that fills it finishes without an exception; on any failure,
+including Ctrl-C, the temporary folder is removed and the destination is left exactly as it was. A run killed
+outright leaves its folder behind; the next run for the same destination removes it. A half-written checkpoint
+never appears under the destination name.
 """
 
 from __future__ import annotations
@@ -27,6 +28,24 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _clean_leftovers(dst: Path) -> None:
+    """Remove temporary folders that a killed run left beside `dst` (their writer process no longer exists)."""
+    for leftover in dst.parent.glob(f".{dst.name}.tmp-*"):
+        pid = leftover.name.rsplit("-", 2)[-2] if leftover.name.count("-") >= 2 else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(leftover)
 
 
 def _refuse(dst: Path) -> OutputError:
@@ -57,7 +76,8 @@ def atomic_output(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise _refuse(dst)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.parent / f".{dst.name}.tmp-{secrets.token_hex(6)}"
+        _clean_leftovers(dst)
+        tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}"
         tmp.mkdir()  # not mkdtemp: the folder keeps the umask's permissions, not 0700
     except OSError as e:
         raise OutputError(f"cannot create a folder in {dst.parent}: {e.strerror or e}; "

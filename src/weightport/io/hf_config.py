@@ -14,10 +14,10 @@ def read_config(path: Path) -> dict[str, Any]:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FormatError(f"{path}: not found; an HF checkpoint folder needs a config.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FormatError(f"{path}: cannot be read as JSON ({err})") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise FormatError(f"{path}: cannot be read as JSON ({err}); fix the file or re-download the checkpoint") from err
     if not isinstance(config, dict):
-        raise FormatError(f"{path}: the top level must be a JSON object")
+        raise FormatError(f"{path}: the top level must be a JSON object; fix the file or re-download the checkpoint")
     return config
 
 

@@ -29,6 +29,8 @@ from weightport.core import dtypes
 from weightport.errors import CoverageError, FormatError, OutputError, WeightportError, report
 
 DTYPE_SIZES: dict[str, int] = dtypes.SIZES
+_PICKLE = ("pytorch_model.bin files are never read, because loading them runs pickle: convert them to safetensors "
+           "first (for example with transformers' save_pretrained(safe_serialization=True))")
 _MAX_HEADER = 100 * 1024 * 1024
 _CHUNK = 64 * 1024 * 1024
 _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}
@@ -85,7 +87,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise FormatError(f"{path}: header is not valid UTF-8 JSON ({e}); {hint}") from None
     if not isinstance(header, dict):
         raise FormatError(f"{path}: header is not a JSON object; {hint}")
@@ -98,8 +100,9 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         where = f"{path}: tensor {name!r}"
         entry = entry if isinstance(entry, dict) else {}
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if dtype not in DTYPE_SIZES:
-            raise FormatError(f"{where}: unknown dtype {dtype!r}; supported: {', '.join(DTYPE_SIZES)}")
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
+            raise FormatError(f"{where}: unknown dtype {dtype!r} (supported: {', '.join(DTYPE_SIZES)}); re-export the "
+                              f"checkpoint in one of these (quantized formats must be dequantized first)")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise FormatError(f"{where}: shape {shape!r} is not a list of non-negative integers; {hint}")
         if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
@@ -134,18 +137,21 @@ def read_checkpoint(folder: Path, index_name: str = "model.safetensors.index.jso
             return read_header(folder / single_name)[0]
         raise FormatError(
             f"no {single_name} or {index_name} in {folder}; point at a folder with safetensors weights. "
-            f"pytorch_model.bin is not read because loading it needs pickle: convert it to safetensors first")
+            f"{_PICKLE}")
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise TypeError("weight_map must map tensor names to file names")
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise FormatError(f"{index}: cannot read weight_map ({e!r}); re-download or regenerate the index") from None
     problems: list[str] = []
     tensors: dict[str, TensorInfo] = {}
     found: dict[str, set[str]] = {}  # file name in weight_map -> tensor names in that file
     for file in sorted(set(weight_map.values())):
-        if Path(file).is_absolute() or ".." in Path(file).parts or not (folder / file).is_file():
+        if Path(file).is_absolute() or ".." in Path(file).parts:
+            problems.append(f"shard {file} listed in weight_map is outside the checkpoint folder {folder}")
+            continue
+        if not (folder / file).is_file():
             problems.append(f"shard {file} listed in weight_map is missing from {folder}")
             continue
         infos, _ = read_header(folder / file)

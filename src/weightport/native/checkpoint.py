@@ -27,16 +27,23 @@ def _version(text: Any) -> tuple[int, ...]:
 
 
 def read_metadata(folder: Path) -> dict[str, Any]:
-    """The validated `metadata.yaml` of a native checkpoint folder."""
+    """The validated `metadata.yaml` of a native checkpoint folder (plain YAML only: no tag is ever executed)."""
     path = folder / METADATA
+    hint = "re-save the checkpoint with Fast-LLM or restore the file"
     try:
         meta = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FormatError(f"{path}: not found; a native checkpoint folder needs a metadata.yaml") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise FormatError(f"{path}: cannot be read as YAML ({err})") from err
+    except yaml.constructor.ConstructorError as err:
+        raise FormatError(f"{path}: uses a YAML tag weightport does not read ({err.problem}); only plain YAML is "
+                          f"read, nothing in it is executed; {hint}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as err:
+        raise FormatError(f"{path}: cannot be read as YAML ({type(err).__name__}: {err}); {hint}") from None
     if not isinstance(meta, dict):
-        raise FormatError(f"{path}: the top level must be a mapping")
+        raise FormatError(f"{path}: the top level must be a mapping; {hint}")
+    for key in ("config", "metadata"):
+        if not isinstance(meta.get(key), dict):
+            raise FormatError(f"{path}: `{key}` must be a mapping, got {meta.get(key)!r}; {hint}")
     if meta.get("format", "fast_llm") != "fast_llm":
         raise FormatError(f"{path}: format is {meta.get('format')!r}; only the `fast_llm` format can be converted "
                           "(convert a `distributed` checkpoint with Fast-LLM first)")
@@ -44,12 +51,13 @@ def read_metadata(folder: Path) -> dict[str, Any]:
     if not version or version < (0, 3, 0):
         raise FormatError(f"{path}: fast_llm_version {meta.get('fast_llm_version')!r} is older than 0.3.0 or "
                           "missing; re-save the checkpoint with a newer Fast-LLM")
-    base_model = (meta.get("config") or {}).get("base_model")
-    if not isinstance(base_model, dict):
-        raise FormatError(f"{path}: config.base_model is missing")
-    index = (meta.get("metadata") or {}).get("state_index")
-    if not isinstance(index, dict) or not index:
-        raise FormatError(f"{path}: metadata.state_index is missing or empty")
+    if not isinstance(meta["config"].get("base_model"), dict):
+        raise FormatError(f"{path}: config.base_model is missing; {hint}")
+    index = meta["metadata"].get("state_index")
+    if not isinstance(index, dict) or not index or not all(isinstance(v, str) for v in index.values()):
+        raise FormatError(f"{path}: metadata.state_index is missing, empty or not a mapping of names to files; {hint}")
+    if not isinstance(meta["metadata"].get("weightport") or {}, dict):
+        raise FormatError(f"{path}: metadata.weightport must be a mapping; {hint}")
     return meta
 
 
@@ -61,8 +69,12 @@ def weight_files(folder: Path, meta: dict[str, Any]) -> list[Path]:
     """The distinct files named by the state index, in order."""
     names = dict.fromkeys(str(f) for f in meta["metadata"]["state_index"].values())
     for name in names:
-        if "/" in name or name.startswith("."):
-            raise FormatError(f"{folder / METADATA}: state_index names file {name!r} outside the checkpoint folder")
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise FormatError(f"{folder / METADATA}: state_index names file {name!r} outside the checkpoint folder; "
+                              "a checkpoint may only name files beside its metadata.yaml")
+        if not (folder / name).is_file():
+            raise FormatError(f"{folder / METADATA}: state_index names {name!r}, which is missing from {folder}; "
+                              "restore the file or re-download the checkpoint")
     return [folder / name for name in names]
 
 

@@ -201,14 +201,15 @@ def resolve(kind: str, value: Any, path: Path = ()) -> Any:
     if type_name not in spec.types:
         raise ConfigError(
             f"native config: {dotted(path + ('type',))} = {type_name!r} is not a known {kind} type "
-            f"(known: {', '.join(sorted(spec.types))})"
+            f"(known: {', '.join(sorted(spec.types))}); check the checkpoint or report the type"
         )
     fields = spec.types[type_name]
     unknown = sorted(set(value) - set(fields) - TRAINING_FIELDS - {"type"})
     if unknown:
         raise ConfigError(
             f"native config: unknown field(s) {', '.join(dotted(path + (k,)) for k in unknown)} for {kind} "
-            f"type {type_name!r}; weightport refuses to drop settings it does not understand"
+            f"type {type_name!r}; weightport refuses to drop settings it does not understand: remove the field if "
+            "it is a training setting, or report it"
         )
     out: dict[str, Any] = {} if kind in UNTYPED else {"type": type_name}
     for name, field in fields.items():
