@@ -77,7 +77,7 @@ def _chunks(count: int, width: int) -> Iterator[tuple[int, int]]:
 
 SLAB = 2**20  # output bytes per slab of a transform (small slabs keep tile copies in cache)
 TILE = 256  # elements per side of a tile of a strided copy
-RELEASE = 64 * 2**20  # output bytes between two releases of the mapped inputs
+RELEASE = 16 * 2**20  # output bytes between two releases of the mapped inputs
 
 
 def _segments(step: Step, direction: str, source: Source) -> list[tuple[Ref, list[tuple[int, np.ndarray]]]]:

@@ -282,14 +282,12 @@ class ShardedWriter:
         self._fds: list[int] = []
         self._written: dict[str, list[tuple[int, int]]] = {}  # name -> byte ranges written so far
         self._lock = threading.Lock()
-        self._io: dict[int, threading.Lock] = {}  # per shard: serializes writes into that file
         try:
             for file, group in zip(self.shards, groups):
                 with _os_errors(OutputError, f"cannot create {self.folder / file}",
                                 "write into a fresh folder with enough free space and write permission"):
                     self.folder.mkdir(parents=True, exist_ok=True)
                     self._fds.append(os.open(self.folder / file, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644))
-                    self._io[self._fds[-1]] = threading.Lock()
                     self._layout(self._fds[-1], group, metadata)
         except BaseException:
             self._release()
@@ -330,8 +328,7 @@ class ShardedWriter:
         raw = memoryview(np.ascontiguousarray(data)).cast("B")
         fd, position = self._claim(name, offset, len(raw))
         with _os_errors(OutputError, f"cannot write tensor {name!r} to {self.weight_map[name]}", "check free space"):
-            with self._io[fd]:
-                _pwrite_all(fd, raw, position)
+            _pwrite_all(fd, raw, position)
 
     def copy(self, name: str, src: TensorInfo, src_offset: int = 0, offset: int = 0, size: int | None = None) -> None:
         """Copy `size` bytes of a source tensor (all of it by default) straight from its file into tensor `name`."""
@@ -343,11 +340,8 @@ class ShardedWriter:
         with _os_errors(OutputError, f"cannot copy tensor {name!r} from {src.file} to {self.weight_map[name]}",
                         "check free space"), open(src.file, "rb", buffering=0) as f:
             try:
-                while done < size:
-                    with self._io[fd]:  # one writer per shard at a time: concurrent writes to a file contend
-                        n = os.copy_file_range(f.fileno(), fd, min(_CHUNK, size - done), begin + done, position + done)
-                    if not n:
-                        break
+                while done < size and (n := os.copy_file_range(f.fileno(), fd, min(_CHUNK, size - done),
+                                                                 begin + done, position + done)):
                     done += n
             except (AttributeError, OSError) as e:  # no copy_file_range here: fall back to pread/pwrite
                 if getattr(e, "errno", errno.ENOSYS) not in _NO_COPY_RANGE:
