@@ -20,8 +20,31 @@ def raw(code: str) -> np.dtype:
     return np.dtype(f"<u{SIZES[code]}")
 
 
+def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _f32_to_bf16(values: np.ndarray) -> np.ndarray:
+    """Round to nearest even, every NaN to 0xFFFF, bit for bit as torch does on CPU."""
+    bits = values.view(np.uint32)
+    rounded = ((bits + (0x7FFF + ((bits >> 16) & 1))) >> 16).astype(np.uint16)
+    return np.where(np.isnan(values), np.uint16(0xFFFF), rounded)
+
+
+_NUMPY = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
+# Pairs numpy converts bit for bit as torch does (NaN patterns differ between torch's other paths).
+_FAST = {("BF16", "F32"), ("BF16", "F64"), ("F32", "BF16")}
+
+
 def cast(array: np.ndarray, src: str, dst: str) -> np.ndarray:
-    """Values of a raw array of dtype `src` converted to `dst`, returned raw (round to nearest, like torch)."""
+    """Values of a raw array of dtype `src` converted to `dst`, returned raw (round to nearest even, like torch).
+
+    bf16 <-> fp32 convert with numpy; other pairs load torch."""
+    if (src, dst) in _FAST:
+        values = _bf16_to_f32(array) if src == "BF16" else array.view(_NUMPY[src])
+        if dst == "BF16":
+            return _f32_to_bf16(values.astype(np.float32)).reshape(array.shape)
+        return values.astype(_NUMPY[dst]).view(raw(dst)).reshape(array.shape)
     import torch
 
     signed = np.ascontiguousarray(array.view(_SIGNED[SIZES[src]]))
