@@ -21,7 +21,8 @@ GOLDENS = ROOT / "goldens"
 
 
 def tensors(folder: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of an HF or native folder, read with the reference safetensors library (native: `/weights` only)."""
+    """Every tensor of an HF or native folder, read with the reference safetensors library
+    (native: `/weights` only)."""
     out = {}
     for file in sorted(Path(folder).glob("*.safetensors")):
         with safe_open(file, "pt") as handle:

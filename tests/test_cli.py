@@ -25,7 +25,8 @@ def test_convert_both_ways_and_plan_json(tiny, tmp_path):
     assert {"op": "split(dim=0)", "src": [{"name": "decoder.0.mixer.key_value.weight", "shape": [64, 64],
                                           "dtype": "F32"}],
             "dst": [{"name": "model.layers.0.self_attn.k_proj.weight", "shape": [32, 64], "dtype": "F32"},
-                    {"name": "model.layers.0.self_attn.v_proj.weight", "shape": [32, 64], "dtype": "F32"}]} in plan["steps"]
+                    {"name": "model.layers.0.self_attn.v_proj.weight", "shape": [32, 64],
+                     "dtype": "F32"}]} in plan["steps"]
     (tiny / "tokenizer.json").write_text('{"version": "1.0"}')
     out = cli("convert", tiny, tmp_path / "native", "--overwrite")
     assert "carries 1 other file(s) unchanged: tokenizer.json" in out.stdout

@@ -10,8 +10,8 @@ import torch
 import weightport
 from weightport import families
 from helpers import (
-    GOLDENS, assert_native_config_covers, logits, assert_same_model_config, assert_same_tensors, hf_config, native_meta,
-    tensors,
+    GOLDENS, assert_native_config_covers, logits, assert_same_model_config, assert_same_tensors, hf_config,
+    native_meta, tensors,
 )
 
 CASES = sorted(p.name for p in GOLDENS.iterdir() if (p / "case.json").is_file()

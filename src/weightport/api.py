@@ -122,10 +122,10 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
     final = produced
     for path, value in leaves(original).items():
         if get(final, path) != value:
-            final = _try(final, same, lambda c: put(c, path, copy.deepcopy(value)))
+            final = _try(final, same, lambda c, p=path, v=value: put(c, p, copy.deepcopy(v)))
     for path in leaves(produced):
         if get(original, path) is MISSING:
-            final = _try(final, same, lambda c: remove(c, path))
+            final = _try(final, same, lambda c, p=path: remove(c, p))
     return final
 
 
@@ -193,7 +193,8 @@ def open_checkpoint(path: str | Path, format: str | None = None) -> Checkpoint:
         return Checkpoint("native", path, spec, explicit, config, tensors, extras.get("hf_config"),
                           extras.get("hf_layout", spec.hf_layout), notes)
     if path.is_dir() and any(path.glob("*.bin")):
-        raise FormatError(f"{path}: no config.json or {native_ckpt.METADATA}, only .bin weights. {safetensors._PICKLE}")
+        raise FormatError(f"{path}: no config.json or {native_ckpt.METADATA}, only .bin weights. "
+                          f"{safetensors.PICKLE_REFUSED}")
     raise FormatError(f"{path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found; "
                       "point to a checkpoint folder")
 
@@ -260,9 +261,10 @@ class _Outputs:
         self.writer.copy(dst.name + self.suffix, self.inputs.tensors[src.name], src_offset, dst_offset, size)
 
 
-def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str | None = None, format: str | None = None,
-            dtype: str = "auto", hf_layout: str | None = None, max_shard_size: int | None = None,
-            overwrite: bool = False, workers: int = 2, progress: Callable[[Step], None] | None = None) -> Plan:
+def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str | None = None,
+            format: str | None = None, dtype: str = "auto", hf_layout: str | None = None,
+            max_shard_size: int | None = None, overwrite: bool = False, workers: int = 2,
+            progress: Callable[[Step], None] | None = None) -> Plan:
     """Convert a checkpoint folder; the destination appears only when complete. Returns the plan it ran."""
     src = source if isinstance(source, Checkpoint) else open_checkpoint(source, format)
     the_plan = plan(src, to=to, dtype=dtype, hf_layout=hf_layout)

@@ -25,7 +25,8 @@ def Blocks(native: str, hf: str, rules: tuple, config: str | None = None) -> Eac
 
 def Layout(native: str, hf: str, blocks: dict[str, tuple]) -> config_rules.Layout:
     """A per-layer list of HF block names (`hybrid_block_layout`) <-> the native block sequence at `native`."""
-    return config_rules.Layout(native, hf, blocks, lambda sequence: list(zip(_block_names(sequence), _blocks(sequence))))
+    return config_rules.Layout(native, hf, blocks,
+                               lambda sequence: list(zip(_block_names(sequence), _blocks(sequence))))
 
 
 def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each:
@@ -35,6 +36,7 @@ def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each
 
 
 __all__ = [
-    "PER_LAYER", "Blocks", "Entries", "Items", "Layout", "section", "Choice", "Computed", "Constant", "Derived", "Each", "Flatten", "Fuse", "Ignore", "Linear",
+    "PER_LAYER", "Blocks", "Entries", "Items", "Layout", "section", "Choice", "Computed", "Constant", "Derived",
+    "Each", "Flatten", "Fuse", "Ignore", "Linear",
     "ModelSpec", "Nested", "Rename", "Repeat", "Section", "Switch", "T", "Tensor", "override",
 ]

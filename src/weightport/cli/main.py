@@ -127,7 +127,8 @@ def _inspect(args: argparse.Namespace) -> None:
     print(f"  parameters  {info['parameters']:,}")
     print(f"  dtypes      {', '.join(f'{k} x{v:,}' for k, v in info['dtypes'].items())}")
     print(f"  on disk     {info['bytes']:,} bytes")
-    print(f"  shards      {len(info['shards'])}: {', '.join(info['shards'][:4])}{' ...' if len(info['shards']) > 4 else ''}")
+    print(f"  shards      {len(info['shards'])}: {', '.join(info['shards'][:4])}"
+          f"{' ...' if len(info['shards']) > 4 else ''}")
     if info.get("other_shards"):
         print(f"  also        optimizer shards {', '.join(info['other_shards'])} (not converted)")
 

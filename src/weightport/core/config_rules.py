@@ -21,8 +21,8 @@ from weightport.errors import ConfigError, SpecError, report
 class Rename:
     """The same value under two names. `values` maps HF spellings to native ones (the first HF spelling of each
     native value is the one written); `default` (a value, or a function of the HF section) fills an absent, null
-    or `"auto"` HF key; a native value equal to `omit` is not written; a null native value is written as the native value at
-    `none_from` (an effective setting, e.g. a layer bias that follows `add_linear_biases`)."""
+    or `"auto"` HF key; a native value equal to `omit` is not written; a null native value is written as the native
+    value at `none_from` (an effective setting, e.g. a layer bias that follows `add_linear_biases`)."""
 
     native: str
     hf: str
@@ -118,8 +118,9 @@ class Layout:
     """A per-layer list of block names in HF (`hybrid_block_layout`, `layer_types`) <-> a native block sequence.
 
     On import each distinct name's block is converted by `blocks[name]`, all reading the same HF section; one
-    distinct name gives a `fixed` sequence, several a `pattern` (the shortest one that repeats into the list). On export each position is named by its native
-    block name when that is a key of `blocks`, else by the first entry whose native constants the block has."""
+    distinct name gives a `fixed` sequence, several a `pattern` (the shortest one that repeats into the list). On
+    export each position is named by its native block name when that is a key of `blocks`, else by the first entry
+    whose native constants the block has."""
 
     native: str
     hf: str

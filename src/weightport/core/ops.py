@@ -18,7 +18,8 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True, slots=True)
 class T:
-    """Transpose two dims (the last two by default); its own inverse. Example: HF down_proj (H, I) <-> native (I, H)."""
+    """Transpose two dims (the last two by default); its own inverse.
+    Example: HF down_proj (H, I) <-> native (I, H)."""
 
     a: int = -2
     b: int = -1

@@ -82,7 +82,8 @@ def group(names: list[str]) -> list[str]:
             out.append(key if indices == [-1] else key.replace("{}", str(indices[0])))
         else:
             idx = sorted(indices)
-            span = f"{idx[0]}..{idx[-1]}" if idx == list(range(idx[0], idx[-1] + 1)) and len(idx) > 1 else ",".join(map(str, idx))
+            span = (f"{idx[0]}..{idx[-1]}" if idx == list(range(idx[0], idx[-1] + 1)) and len(idx) > 1
+                    else ",".join(map(str, idx)))
             out.append(key.replace("{}", "{" + span + "}"))
     return sorted(out)
 
@@ -90,7 +91,8 @@ def group(names: list[str]) -> list[str]:
 def _part_sizes(binding: Binding, shape: Shape) -> list[int] | None:
     count = len(binding.hf)
     if binding.sizes is not None:
-        return list(binding.sizes) if sum(binding.sizes) == shape[binding.dim] and len(binding.sizes) == count else None
+        return (list(binding.sizes) if sum(binding.sizes) == shape[binding.dim] and len(binding.sizes) == count
+                else None)
     total = shape[binding.dim] if shape else 0
     return [total // count] * count if shape and total % count == 0 else None
 
@@ -121,7 +123,8 @@ def build(family: str, direction: str, bindings: list[Binding], inventory: dict[
         shape = inventory[b.native]
         sizes = _part_sizes(b, shape)
         if sizes is None:
-            other.append(f"{b.native} {list(shape)} cannot be split into {len(b.hf)} parts of {b.sizes or 'equal size'}")
+            other.append(f"{b.native} {list(shape)} cannot be split into {len(b.hf)} parts of "
+                         f"{b.sizes or 'equal size'}")
             continue
         hf_refs = []
         for name, hshape in zip(b.hf, _hf_shapes(b, shape, sizes)):

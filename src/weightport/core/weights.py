@@ -34,7 +34,8 @@ class Tensor:
 
 
 def Fuse(native: str, *hf: str, dim: int = 0, sizes: tuple | None = None, ops: tuple = ()) -> Tensor:
-    """Concatenate several HF tensors into one native tensor: `Fuse("key_value.weight", "k_proj.weight", "v_proj.weight")`."""
+    """Concatenate several HF tensors into one native tensor:
+    `Fuse("key_value.weight", "k_proj.weight", "v_proj.weight")`."""
     return Tensor(native, hf, ops, dim, sizes)
 
 
@@ -153,7 +154,8 @@ def walk(rules: tuple, config: Any, native: str = "", hf: str = "") -> list[Bind
                 count = _resolve(config, rule.experts, name)
                 hf_names = tuple(h.replace("{expert}", str(e)) for e in range(count) for h in hf_names)
             ops = tuple(
-                replace(op, sizes=tuple(_resolve(config, s, name) for s in op.sizes)) if isinstance(op, Flatten) else op
+                replace(op, sizes=tuple(_resolve(config, s, name) for s in op.sizes)) if isinstance(op, Flatten)
+                else op
                 for op in rule.ops
             )
             sizes = None if rule.sizes is None else tuple(_resolve(config, s, name) for s in rule.sizes)

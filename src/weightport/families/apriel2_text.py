@@ -123,7 +123,8 @@ MIXER_WEIGHTS = {"attention": ("", llama.ATTENTION_WEIGHTS), "mamba": ("", MAMBA
                  "kda": ("", KDA_WEIGHTS)}
 BLOCK_WEIGHTS = (
     Switch("mixer", "mixer", {**{k: ("mixer", rules) for k, (_, rules) in MIXER_WEIGHTS.items()},
-                              "stochastic": ("mixer", (Items("mixers", "mixers", (Switch("", "", MIXER_WEIGHTS),)),))}),
+                              "stochastic": ("mixer",
+                                             (Items("mixers", "mixers", (Switch("", "", MIXER_WEIGHTS),)),))}),
     Section("mlp", "mlp", (
         Switch("", "", {True: ("", (Linear("layer_1", "gate_proj", "up_proj"),)),
                                False: ("", (Linear("layer_1", "up_proj"),))}, on="gated"),

@@ -11,8 +11,8 @@ transformers 5.15 and later write the full-layer sizes as `per_layer_config`; bo
 
 from weightport.families import llama
 from weightport.spec import (
-    PER_LAYER, Blocks, Choice, Constant, Derived, Flatten, Ignore, Layout, Linear, ModelSpec, Nested, Rename, Section, Switch,
-    T, Tensor,
+    PER_LAYER, Blocks, Choice, Constant, Derived, Flatten, Ignore, Layout, Linear, ModelSpec, Nested, Rename, Section,
+    Switch, T, Tensor,
 )
 
 
@@ -131,7 +131,8 @@ CONFIG = (
 
 ATTENTION_WEIGHTS = (
     Linear("query", "q_proj"),
-    Switch("", "", {False: ("", (Linear("key_value", "k_proj", "v_proj"),)), True: ("", (Linear("key_value", "k_proj"),))},
+    Switch("", "", {False: ("", (Linear("key_value", "k_proj", "v_proj"),)),
+                    True: ("", (Linear("key_value", "k_proj"),))},
            on="shared_key_value"),
     Linear("dense", "o_proj"),
     Tensor("query_norm.weight", "q_norm.weight"),

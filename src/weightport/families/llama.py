@@ -29,7 +29,7 @@ ROTARY = Choice("rotary", "rope_parameters", key="rope_type", default="default",
 })
 
 
-def _head_size(hf: dict) -> int:
+def default_head_size(hf: dict) -> int:
     if hf["hidden_size"] % hf["num_attention_heads"]:
         raise ValueError("hidden_size is not a multiple of num_attention_heads; give head_dim explicitly")
     return hf["hidden_size"] // hf["num_attention_heads"]
@@ -44,7 +44,7 @@ ATTENTION = (
     Constant("attention", native="type", reason="Llama mixes with attention"),
     Rename("heads", "num_attention_heads"),
     Rename("head_groups", "num_key_value_heads", default=lambda hf: hf["num_attention_heads"]),
-    Rename("head_size", "head_dim", default=_head_size),
+    Rename("head_size", "head_dim", default=default_head_size),
     Rename("add_linear_biases", "attention_bias", default=False),
     *_unset("query_layer", "key_layer", "value_layer", "dense_layer"),
     Rename("dropout", "attention_dropout", default=0.0),

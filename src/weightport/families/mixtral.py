@@ -28,4 +28,6 @@ SPEC = mistral.SPEC.extend(name="mixtral", architecture="MixtralForCausalLM", co
     Ignore(hf="router_aux_loss_coef", reason="a training setting (load-balancing loss weight)"),
     Ignore(hf="router_jitter_noise", reason="a training setting (router noise)"),
     Ignore(hf="output_router_logits", reason="a runtime output switch"),
-), weights=(Blocks("decoder", llama.LAYERS, override(llama.BLOCK_WEIGHTS, (Section("mlp", "block_sparse_moe", MOE),))),))
+), weights=(
+    Blocks("decoder", llama.LAYERS, override(llama.BLOCK_WEIGHTS, (Section("mlp", "block_sparse_moe", MOE),))),
+))

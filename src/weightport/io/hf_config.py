@@ -15,7 +15,8 @@ def read_config(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise FormatError(f"{path}: not found; an HF checkpoint folder needs a config.json") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise FormatError(f"{path}: cannot be read as JSON ({err}); fix the file or re-download the checkpoint") from err
+        raise FormatError(f"{path}: cannot be read as JSON ({err}); "
+                          f"fix the file or re-download the checkpoint") from err
     if not isinstance(config, dict):
         raise FormatError(f"{path}: the top level must be a JSON object; fix the file or re-download the checkpoint")
     return config

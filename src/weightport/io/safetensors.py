@@ -29,8 +29,8 @@ from weightport.core import dtypes
 from weightport.errors import CoverageError, FormatError, OutputError, WeightportError, report
 
 DTYPE_SIZES: dict[str, int] = dtypes.SIZES
-_PICKLE = ("pytorch_model.bin files are never read, because loading them runs pickle: convert them to safetensors "
-           "first (for example with transformers' save_pretrained(safe_serialization=True))")
+PICKLE_REFUSED = ("pytorch_model.bin files are never read, because loading them runs pickle: convert them to "
+                  "safetensors first (for example with transformers' save_pretrained(safe_serialization=True))")
 _MAX_HEADER = 100 * 1024 * 1024
 _CHUNK = 64 * 1024 * 1024
 _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}
@@ -137,7 +137,7 @@ def read_checkpoint(folder: Path, index_name: str = "model.safetensors.index.jso
             return read_header(folder / single_name)[0]
         raise FormatError(
             f"no {single_name} or {index_name} in {folder}; point at a folder with safetensors weights. "
-            f"{_PICKLE}")
+            f"{PICKLE_REFUSED}")
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):

@@ -190,7 +190,8 @@ _NESTED_DEFAULT_TYPES = {("gdn", "normalization"): "gated_rms_norm", ("kda", "no
 
 
 def resolve(kind: str, value: Any, path: Path = ()) -> Any:
-    """A complete config of `kind` from a sparse one: defaults and default subclasses applied, training fields dropped."""
+    """A complete config of `kind` from a sparse one: defaults and default subclasses applied, training fields
+    dropped."""
     if value is None:
         value = {}
     if not isinstance(value, dict):
@@ -298,6 +299,7 @@ def canonical(config: Any) -> Any:
     out = {k: canonical(v) for k, v in config.items()}
     if isinstance(config.get("add_linear_biases"), bool):
         for value in out.values():
-            if isinstance(value, dict) and isinstance(value.get("bias"), dict) and value["bias"].get("enabled") is None:
+            if (isinstance(value, dict) and isinstance(value.get("bias"), dict)
+                    and value["bias"].get("enabled") is None):
                 value["bias"] = {**value["bias"], "enabled": config["add_linear_biases"]}
     return out
