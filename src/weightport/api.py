@@ -244,6 +244,9 @@ class _Inputs:
     def read_range(self, ref: Ref, offset: int, size: int) -> np.ndarray:
         return safetensors.read_range(self.tensors[ref.name], offset, size)
 
+    def read_block(self, ref: Ref, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        return safetensors.read_block(self.tensors[ref.name], rows, cols)
+
     def release(self, ref: Ref) -> None:
         self.maps.release(self.tensors[ref.name])
 

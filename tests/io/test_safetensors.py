@@ -17,7 +17,7 @@ from weightport.core import dtypes
 from weightport.errors import CoverageError, FormatError, OutputError, WeightportError
 from weightport.io.safetensors import (
     DTYPE_SIZES, Mappings, OutputTensor, ShardedWriter, TensorInfo, hf_shard_names, load, parse_size,
-    read_checkpoint, read_files, read_header, read_range, read_raw, write_hf_index,
+    read_block, read_checkpoint, read_files, read_header, read_range, read_raw, write_hf_index,
 )
 
 CODES = {getattr(torch, name): code for code, name in dtypes.TORCH.items()}  # torch dtype -> safetensors code
@@ -377,3 +377,13 @@ def test_parse_size() -> None:
 
 def test_tensor_info_nbytes() -> None:
     assert TensorInfo("x", "F32", (2,), Path("f"), 16, 24).nbytes == 8
+
+
+def test_read_block_reads_a_band_of_rows_and_columns(tmp_path: Path) -> None:
+    matrix = torch.arange(48, dtype=torch.float32).reshape(6, 8)
+    infos = source_file(tmp_path / "m.safetensors", {"m": matrix})
+    block = read_block(infos["m"], (1, 5), (2, 7))
+    assert np.array_equal(block.view(np.float32), matrix[1:5, 2:7].numpy())
+    assert np.array_equal(read_block(infos["m"], (2, 4), (0, 8)).view(np.float32), matrix[2:4].numpy())
+    with pytest.raises(FormatError, match="has no block"):
+        read_block(infos["m"], (0, 7), (0, 8))

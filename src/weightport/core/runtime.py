@@ -3,7 +3,8 @@
 Most steps only rename or concatenate tensors along their first dimension: their output is the input bytes laid
 end to end, so they run as file-to-file byte moves and never build an array (casts run the same way, chunk by
 chunk). Other steps (transposes) read memory-mapped inputs through numpy views and write the output slab by slab,
-copying in cache-sized tiles; memory stays bounded by a slab, not by the tensor or the model. Workers overlap
+copying in cache-sized tiles; large 2-D transposes read bands of columns instead, so memory stays bounded by a
+band, not by the tensor or the model. Workers overlap
 reading, computing and writing; byte moves, tile copies and writes release the GIL.
 """
 
@@ -29,6 +30,9 @@ class Source(Protocol):
 
     def read_range(self, ref: Ref, offset: int, size: int) -> np.ndarray:
         """`size` bytes of the tensor from byte `offset`, as uint8."""
+
+    def read_block(self, ref: Ref, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """A block of rows and columns of a 2-D tensor as a raw array."""
 
     def release(self, ref: Ref) -> None:
         """Let go of the pages of the tensor that `view` made resident."""
@@ -78,6 +82,9 @@ def _chunks(count: int, width: int) -> Iterator[tuple[int, int]]:
 SLAB = 2**20  # output bytes per slab of a transform (small slabs keep tile copies in cache)
 TILE = 256  # elements per side of a tile of a strided copy
 RELEASE = 16 * 2**20  # output bytes between two releases of the mapped inputs
+# Inputs larger than this are transposed band by band with reads instead of through a memory map: the kernel maps
+# pages around every fault (fault-around), so a transposed walk over a map makes the whole tensor resident.
+BANDS_ABOVE = 64 * 2**20
 
 
 def _segments(step: Step, direction: str, source: Source) -> list[tuple[Ref, list[tuple[int, np.ndarray]]]]:
@@ -91,6 +98,35 @@ def _segments(step: Step, direction: str, source: Source) -> list[tuple[Ref, lis
         return [(step.dst[0], list(zip(rows, parts)))]
     pieces = ops.to_hf(b.ops, b.dim, source.view(step.src[0]), _part_sizes(b, step.src[0].shape) or [])
     return [(dst, [(0, piece)]) for dst, piece in zip(step.dst, pieces)]
+
+
+def _transposes(step: Step, direction: str) -> list[tuple[Ref, int, Ref, tuple[int, int]]] | None:
+    """A step made only of 2-D transposes, as `(output, first output row, input, input rows)` blocks: output rows
+    from there on are the input block's columns. None for any other step."""
+    b = step.binding
+    if b.ops != (ops.T(),) or b.dim != 0 or any(len(ref.shape) != 2 for ref in step.src + step.dst):
+        return None
+    if max(nbytes(ref) for ref in step.src) <= BANDS_ABOVE:  # small enough to map whole: faster
+        return None
+    if direction == "from_hf":
+        firsts = [0, *np.cumsum([ref.shape[1] for ref in step.src])[:-1]]
+        return [(step.dst[0], int(first), ref, (0, ref.shape[0])) for first, ref in zip(firsts, step.src)]
+    bounds = [0, *np.cumsum(_part_sizes(b, step.src[0].shape) or [])]
+    return [(dst, 0, step.src[0], (int(a), int(z))) for dst, a, z in zip(step.dst, bounds, bounds[1:])]
+
+
+def _run_transposes(blocks: list[tuple[Ref, int, Ref, tuple[int, int]]], source: Source, sink: Sink) -> None:
+    """Each output slab is a band of the input's columns, read row segment by row segment and transposed in
+    tiles: memory holds one band (about SLAB bytes whatever the tensor), not the tensor."""
+    for dst, first, src, (top, bottom) in blocks:
+        rows, width = bottom - top, dtypes.SIZES[src.dtype]
+        band = max(1, (8 * SLAB) // max(rows * width, 1))
+        for start in range(0, src.shape[1], band):
+            end = min(start + band, src.shape[1])
+            piece = contiguous(source.read_block(src, (top, bottom), (start, end)).T)
+            if dst.dtype != src.dtype:
+                piece = dtypes.cast(piece, src.dtype, dst.dtype)
+            sink.write(dst, piece, (first + start) * rows * dtypes.SIZES[dst.dtype])
 
 
 def contiguous(view: np.ndarray) -> np.ndarray:
@@ -120,6 +156,10 @@ def run_step(step: Step, direction: str, source: Source, sink: Sink) -> None:
                 piece = source.read_range(src, (src_at + start) * src_width, size * src_width)
                 sink.write(dst, dtypes.cast(piece.view(dtypes.raw(src.dtype)), src.dtype, dst.dtype),
                            (dst_at + start) * dst_width)
+        return
+    blocks = _transposes(step, direction)
+    if blocks is not None:
+        _run_transposes(blocks, source, sink)
         return
     since_release = 0
     for dst, segments in _segments(step, direction, source):

@@ -194,6 +194,27 @@ def read_range(info: TensorInfo, offset: int, size: int) -> np.ndarray:
     return buf
 
 
+def read_block(info: TensorInfo, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """Rows `rows[0]:rows[1]` and columns `cols[0]:cols[1]` of a 2-D tensor as a raw array, read row segment by row
+    segment (no memory map: a band of columns stays a band of memory)."""
+    (r0, r1), (c0, c1), width = rows, cols, DTYPE_SIZES[info.dtype]
+    if len(info.shape) != 2 or not (0 <= r0 <= r1 <= info.shape[0] and 0 <= c0 <= c1 <= info.shape[1]):
+        raise FormatError(f"{info.file}: tensor {info.name!r} {list(info.shape)} has no block {rows} x {cols}")
+    out = np.empty((r1 - r0, c1 - c0), dtypes.raw(info.dtype))
+    if c0 == 0 and c1 == info.shape[1]:
+        out.reshape(-1).view(np.uint8)[...] = read_range(info, r0 * info.shape[1] * width, out.nbytes)
+        return out
+    segment, stride = (c1 - c0) * width, info.shape[1] * width
+    with _os_errors(FormatError, f"cannot read tensor {info.name!r} from {info.file}", "check the file"), \
+            open(info.file, "rb", buffering=0) as f:
+        fd, raw = f.fileno(), memoryview(out.reshape(-1).view(np.uint8))
+        for i in range(r1 - r0):
+            position = info.start + (r0 + i) * stride + c0 * width
+            if os.preadv(fd, [raw[i * segment : (i + 1) * segment]], position) != segment:
+                raise FormatError(f"{info.file}: tensor {info.name!r} ends past the end of the file; re-download it")
+    return out
+
+
 def read_raw(info: TensorInfo) -> np.ndarray:
     """One tensor as a raw array (unsigned ints of its dtype's width) of its shape."""
     return read_range(info, 0, info.nbytes).view(dtypes.raw(info.dtype)).reshape(info.shape)
