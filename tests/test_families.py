@@ -158,7 +158,7 @@ def test_transposes_by_column_bands_equal_the_mapped_path(tmp_path, monkeypatch)
     source = synth.write_hf(tmp_path / "hf", fixture("mixtral"), seed=3)
     weightport.convert(source, tmp_path / "mapped")
     monkeypatch.setattr(runtime, "BANDS_ABOVE", 0)
-    monkeypatch.setattr(runtime, "SLAB", 64)  # bands of a few columns
+    monkeypatch.setattr(runtime, "BAND", 256)  # bands and blocks of a few columns or rows, both orientations
     weightport.convert(source, tmp_path / "banded")
     assert_same_tensors(tensors(tmp_path / "banded"), tensors(tmp_path / "mapped"))
     weightport.convert(tmp_path / "banded", tmp_path / "back")

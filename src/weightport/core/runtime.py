@@ -85,6 +85,7 @@ RELEASE = 16 * 2**20  # output bytes between two releases of the mapped inputs
 # Inputs larger than this are transposed band by band with reads instead of through a memory map: the kernel maps
 # pages around every fault (fault-around), so a transposed walk over a map makes the whole tensor resident.
 BANDS_ABOVE = 64 * 2**20
+BAND = 8 * 2**20  # input bytes per band or block of such a transpose
 
 
 def _segments(step: Step, direction: str, source: Source) -> list[tuple[Ref, list[tuple[int, np.ndarray]]]]:
@@ -116,17 +117,30 @@ def _transposes(step: Step, direction: str) -> list[tuple[Ref, int, Ref, tuple[i
 
 
 def _run_transposes(blocks: list[tuple[Ref, int, Ref, tuple[int, int]]], source: Source, sink: Sink) -> None:
-    """Each output slab is a band of the input's columns, read row segment by row segment and transposed in
-    tiles: memory holds one band (about SLAB bytes whatever the tensor), not the tensor."""
+    """Transpose large 2-D blocks holding about BAND bytes at a time, whatever the tensor: an input with fewer rows
+    than columns is read in bands of columns (one read per input row) and written in whole output rows; one with
+    more rows is read in blocks of whole rows and written in segments of output rows (one write per output row),
+    so the number of calls stays proportional to the smaller side."""
     for dst, first, src, (top, bottom) in blocks:
-        rows, width = bottom - top, dtypes.SIZES[src.dtype]
-        band = max(1, (8 * SLAB) // max(rows * width, 1))
-        for start in range(0, src.shape[1], band):
-            end = min(start + band, src.shape[1])
-            piece = contiguous(source.read_block(src, (top, bottom), (start, end)).T)
-            if dst.dtype != src.dtype:
-                piece = dtypes.cast(piece, src.dtype, dst.dtype)
-            sink.write(dst, piece, (first + start) * rows * dtypes.SIZES[dst.dtype])
+        rows, columns = bottom - top, src.shape[1]
+        out_width, out_row = dtypes.SIZES[dst.dtype], dst.shape[1] * dtypes.SIZES[dst.dtype]
+        if rows <= columns:
+            band = max(1, BAND // max(rows * dtypes.SIZES[src.dtype], 1))
+            for start in range(0, columns, band):
+                end = min(start + band, columns)
+                piece = _cast(contiguous(source.read_block(src, (top, bottom), (start, end)).T), src, dst)
+                sink.write(dst, piece, (first + start) * out_row)
+            continue
+        block = max(1, BAND // max(columns * dtypes.SIZES[src.dtype], 1))
+        for start in range(top, bottom, block):
+            end = min(start + block, bottom)
+            piece = _cast(contiguous(source.read_block(src, (start, end), (0, columns)).T), src, dst)
+            for column in range(columns):  # output row `first + column`, from its element `start - top` on
+                sink.write(dst, piece[column], (first + column) * out_row + (start - top) * out_width)
+
+
+def _cast(piece: np.ndarray, src: Ref, dst: Ref) -> np.ndarray:
+    return piece if src.dtype == dst.dtype else dtypes.cast(piece, src.dtype, dst.dtype)
 
 
 def contiguous(view: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ offset as soon as it is produced, in any order, so memory holds one tensor at a 
 
 from __future__ import annotations
 
+import bisect
 import errno
 import json
 import math
@@ -337,11 +338,19 @@ class ShardedWriter:
         total = _nbytes(want.dtype, want.shape)
         if offset < 0 or offset + size > total:
             raise CoverageError(f"tensor {name!r}: bytes {offset}..{offset + size} fall outside its {total} bytes")
-        with self._lock:
+        with self._lock:  # written ranges, sorted and merged when they touch: a new one can only meet neighbours
             ranges = self._written.setdefault(name, [])
-            if any(offset < end and begin < offset + size for begin, end in ranges):
-                raise CoverageError(f"tensor {name!r}: bytes {offset}..{offset + size} are written twice")
-            ranges.append((offset, offset + size))
+            begin, end = offset, offset + size
+            at = bisect.bisect(ranges, (begin, end))
+            if (at and ranges[at - 1][1] > begin) or (at < len(ranges) and ranges[at][0] < end):
+                raise CoverageError(f"tensor {name!r}: bytes {begin}..{end} are written twice")
+            if size:
+                if at < len(ranges) and ranges[at][0] == end:
+                    end = ranges.pop(at)[1]
+                if at and ranges[at - 1][1] == begin:
+                    at -= 1
+                    begin = ranges.pop(at)[0]
+                ranges.insert(at, (begin, end))
         return fd, start + offset
 
     def write(self, name: str, data: np.ndarray, offset: int = 0) -> None:
