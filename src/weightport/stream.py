@@ -13,28 +13,15 @@ from typing import Any
 import numpy as np
 
 from weightport import api, families
-from weightport.core import ops
+from weightport.core import dtypes, ops
 from weightport.core.plan import _hf_shapes, _part_sizes
 from weightport.core.weights import Binding, walk
 from weightport.errors import CoverageError, report
 from weightport.native.model import parameters
 from weightport.native.schema import resolve
 
-_SIGNED = {1: np.uint8, 2: np.int16, 4: np.int32, 8: np.int64}
-
-
-def _raw(tensor: Any) -> np.ndarray:
-    """A torch tensor's bits as a numpy array (shared memory)."""
-    import torch
-
-    signed = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()]
-    return tensor.detach().cpu().contiguous().view(signed).numpy()
-
-
 def _tensor(array: np.ndarray, like: Any) -> Any:
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(array)).view(like.dtype)
+    return dtypes.to_torch(array, dtypes.CODES[str(like.dtype).removeprefix("torch.")])
 
 
 def _bindings(native: dict, spec) -> tuple[list[Binding], dict[str, tuple[int, ...]]]:
@@ -65,7 +52,8 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
         if len(group) == len(binding.hf):
             del pending[binding.native]
             parts = [group[h] for h in binding.hf]
-            yield binding.native, _tensor(ops.to_native(binding.ops, binding.dim, [_raw(p) for p in parts]), parts[0])
+            native = ops.to_native(binding.ops, binding.dim, [dtypes.from_torch(p) for p in parts])
+            yield binding.native, _tensor(native, parts[0])
     if expected:
         raise CoverageError(report(f"{spec.name}: tensors never arrived", sorted(expected)))
 
@@ -88,7 +76,7 @@ def export_hf(native_config: dict, tensors: Iterable[tuple[str, Any]], format: s
                                 f"implies {list(inventory[name])}")
         remaining.discard(name)
         b = by_name[name]
-        parts = ops.to_hf(b.ops, b.dim, _raw(tensor), _part_sizes(b, tuple(tensor.shape)) or [])
+        parts = ops.to_hf(b.ops, b.dim, dtypes.from_torch(tensor), _part_sizes(b, tuple(tensor.shape)) or [])
         for hf_name, part in zip(b.hf, parts):
             yield hf_name, _tensor(part, tensor)
     if remaining:

@@ -15,7 +15,7 @@ import torch
 from weightport.core import dtypes, runtime
 from weightport.core.ops import Flatten, T
 from weightport.core.plan import Plan, Ref, build
-from weightport.core.runtime import is_copy, moves, run
+from weightport.core.runtime import moves, run
 from weightport.core.weights import Fuse, Tensor, walk
 
 # Rules whose steps only lay bytes end to end: a rename, concats along dim 0 (equal and unequal parts) and a
@@ -247,15 +247,6 @@ def test_moves_lists_element_ranges() -> None:
     query = next(step for step in plan("to_hf", ALL_RULES).steps if step.src[0].name == "query.weight")
     q_a, q_b = query.dst
     assert moves(query, "to_hf") == [(query.src[0], q_a, 0, 0, 16), (query.src[0], q_b, 16, 0, 8)]
-
-
-def test_is_copy() -> None:
-    steps = {step.dst[0].name: step for step in plan("from_hf", ALL_RULES).steps}
-    assert is_copy(steps["embed.weight"])
-    assert not is_copy(steps["down.weight"])  # transpose
-    assert not is_copy(steps["kv.weight"])  # concat
-    cast = {step.dst[0].name: step for step in plan("from_hf", ALL_RULES, dtype="BF16").steps}
-    assert not is_copy(cast["embed.weight"])
 
 
 # Workers, progress and errors

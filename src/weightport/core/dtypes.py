@@ -12,6 +12,7 @@ TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16
          "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8",
          "BOOL": "bool", "C64": "complex64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
          "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz"}
+CODES = {name: code for code, name in TORCH.items()}  # torch dtype name -> code
 _SIGNED = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
 
 
@@ -45,11 +46,27 @@ def cast(array: np.ndarray, src: str, dst: str) -> np.ndarray:
         if dst == "BF16":
             return _f32_to_bf16(values.astype(np.float32)).reshape(array.shape)
         return values.astype(_NUMPY[dst]).view(raw(dst)).reshape(array.shape)
+    return from_torch(to_torch(array, src).to(getattr(_torch(), TORCH[dst]))).reshape(array.shape)
+
+
+def _torch():  # noqa: ANN202 - the torch module, imported on first use
     import torch
 
-    signed = np.ascontiguousarray(array.view(_SIGNED[SIZES[src]]))
+    return torch
+
+
+def to_torch(array: np.ndarray, code: str):  # noqa: ANN201 - a torch.Tensor
+    """A raw array as a torch tensor of dtype `code` (sharing memory when the array is contiguous and writable)."""
+    torch = _torch()
+    signed = np.ascontiguousarray(array.view(_SIGNED[SIZES[code]])).reshape(array.shape)
     if not signed.flags.writeable:  # memory-mapped input: torch wants memory it may write
         signed = signed.copy()
-    tensor = torch.from_numpy(signed).view(getattr(torch, TORCH[src]))
-    out = tensor.to(getattr(torch, TORCH[dst])).view(getattr(torch, _SIGNED[SIZES[dst]]))
-    return out.numpy().view(raw(dst)).reshape(array.shape)
+    return torch.from_numpy(signed).view(getattr(torch, TORCH[code]))
+
+
+def from_torch(tensor) -> np.ndarray:  # noqa: ANN001 - a torch.Tensor
+    """A torch tensor's bits as a raw array of its shape (sharing memory)."""
+    torch = _torch()
+    width = tensor.element_size()
+    signed = tensor.detach().cpu().contiguous().view(getattr(torch, _SIGNED[width]))
+    return signed.numpy().view(f"<u{width}")

@@ -68,11 +68,6 @@ def moves(step: Step, direction: str) -> list[tuple[Ref, Ref, int, int, int]] | 
     return out
 
 
-def is_copy(step: Step) -> bool:
-    """True when the step only renames one tensor and keeps its dtype."""
-    return len(step.src) == len(step.dst) == 1 and not step.binding.ops and step.src[0].dtype == step.dst[0].dtype
-
-
 def _chunks(count: int, width: int) -> Iterator[tuple[int, int]]:
     size = max(1, CHUNK // width)
     for start in range(0, count, size):

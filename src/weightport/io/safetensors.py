@@ -264,12 +264,7 @@ class Mappings:
 
 def load(info: TensorInfo):  # noqa: ANN201 - a torch.Tensor; torch is imported only here
     """One tensor as a torch tensor of its dtype (for tests and callers that want torch)."""
-    import torch
-
-    raw = read_raw(info)
-    signed = raw if raw.dtype.itemsize == 1 else raw.view(f"<i{raw.dtype.itemsize}")
-    tensor = torch.from_numpy(np.ascontiguousarray(signed).reshape(raw.shape))
-    return tensor.view(getattr(torch, dtypes.TORCH[info.dtype]))
+    return dtypes.to_torch(read_raw(info), info.dtype)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
