@@ -260,6 +260,9 @@ class _Outputs:
     def write(self, ref: Ref, array: np.ndarray, offset: int = 0) -> None:
         self.writer.write(ref.name + self.suffix, array, offset)
 
+    def write_block(self, ref: Ref, array: np.ndarray, at: tuple[int, int]) -> None:
+        self.writer.write_block(ref.name + self.suffix, array, at)
+
     def move(self, src: Ref, src_offset: int, dst: Ref, dst_offset: int, size: int) -> None:
         self.writer.copy(dst.name + self.suffix, self.inputs.tensors[src.name], src_offset, dst_offset, size)
 

@@ -125,6 +125,13 @@ class Memory:
         assert array.flags.c_contiguous and array.dtype == dtypes.raw(ref.dtype), (ref, array.dtype)
         self._put(ref.name, offset, array.reshape(-1).view(np.uint8))
 
+    def write_block(self, ref: Ref, array: np.ndarray, at: tuple[int, int]) -> None:
+        self._call("write_block", ref.name)
+        assert array.ndim == 2 and array.dtype == dtypes.raw(ref.dtype), (ref, array.dtype)
+        row_bytes, width = ref.shape[1] * array.itemsize, array.itemsize
+        for i, line in enumerate(array):
+            self._put(ref.name, (at[0] + i) * row_bytes + at[1] * width, np.ascontiguousarray(line).view(np.uint8))
+
     def move(self, src: Ref, src_offset: int, dst: Ref, dst_offset: int, size: int) -> None:
         self._call("move", dst.name)
         assert src.dtype == dst.dtype
@@ -294,6 +301,23 @@ def test_two_workers_overlap_copies_and_transforms() -> None:
 
     execute(plan("from_hf", ALL_RULES), raws(hf_tensors()), Meeting, workers=2)
     assert "move" in met and "transform" in met
+
+
+def test_transform_threads_take_copies_when_they_run_out() -> None:
+    """A plan of copies only still keeps both threads busy: two moves run at the same time."""
+    barrier, threads = threading.Barrier(2, timeout=10), set()
+
+    class Meeting(Memory):
+        def move(self, *args) -> None:
+            if len(threads) < 2:
+                threads.add(threading.current_thread().name)
+                barrier.wait()
+            super().move(*args)
+
+    copies = plan("from_hf", BYTE_RULES)
+    hf = raws(hf_tensors())
+    assert_bits_equal(execute(copies, hf, Meeting, workers=2).result(), execute(copies, hf, workers=1).result())
+    assert len(threads) == 2
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -387,3 +387,43 @@ def test_read_block_reads_a_band_of_rows_and_columns(tmp_path: Path) -> None:
     assert np.array_equal(read_block(infos["m"], (2, 4), (0, 8)).view(np.float32), matrix[2:4].numpy())
     with pytest.raises(FormatError, match="has no block"):
         read_block(infos["m"], (0, 7), (0, 8))
+
+
+def test_blocks_fill_a_matrix_in_any_order(tmp_path: Path) -> None:
+    """Blocks of columns are written through a shared map; together they are the tensor, bit for bit."""
+    data = np.arange(7 * 1500, dtype=np.uint16).reshape(7, 1500)
+    tensors = [OutputTensor("first", "BF16", (3,)), OutputTensor("m", "BF16", (7, 1500))]
+    with writer(tmp_path / "out", tensors) as w:
+        w.write("first", np.zeros(3, np.uint16))  # the matrix starts mid-page
+        for col in (1000, 0, 333):
+            stop = {0: 333, 333: 1000, 1000: 1500}[col]
+            w.write_block("m", data[:4, col:stop], (0, col))
+        w.write_block("m", data[4:], (4, 0))
+    got = load_file(tmp_path / "out" / "model.safetensors")["m"]
+    assert np.array_equal(got.view(torch.int16).numpy().view(np.uint16), data)
+
+
+def test_block_writes_are_checked(tmp_path: Path) -> None:
+    tensors = [OutputTensor("m", "F32", (4, 6)), OutputTensor("v", "F32", (4,))]
+    with writer(tmp_path / "out", tensors) as w:
+        w.write_block("m", np.zeros((4, 3), np.float32), (0, 0))
+        with pytest.raises(CoverageError, match=r"block \[2, 2\] at \[1, 2\] is written twice"):
+            w.write_block("m", np.zeros((2, 2), np.float32), (1, 2))
+        with pytest.raises(CoverageError, match="falls outside it"):
+            w.write_block("m", np.zeros((2, 4), np.float32), (0, 3))
+        with pytest.raises(CoverageError, match="cannot write a block of float16"):
+            w.write_block("m", np.zeros((2, 2), np.float16), (0, 3))
+        with pytest.raises(CoverageError, match="cannot write a block"):
+            w.write_block("v", np.zeros((1, 4), np.float32), (0, 0))
+        with pytest.raises(CoverageError, match="written both by blocks and by byte ranges"):
+            w.write("m", np.zeros(3, np.float32), offset=12)
+        w.write("v", np.zeros(4, np.float32))
+        with pytest.raises(CoverageError, match="never .completely. written") as e:  # columns 3..6 are missing
+            w.close()
+        assert str(e.value).splitlines()[1] == "  m" and "\n  v" not in str(e.value)
+    with writer(tmp_path / "out2", tensors) as w:
+        w.write("m", np.zeros(3, np.float32))
+        with pytest.raises(CoverageError, match="written both by byte ranges and by blocks"):
+            w.write_block("m", np.zeros((1, 3), np.float32), (1, 0))
+        w.write("m", np.zeros(21, np.float32), offset=12)
+        w.write("v", np.zeros(4, np.float32))

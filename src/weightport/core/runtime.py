@@ -3,17 +3,18 @@
 Most steps only rename or concatenate tensors along their first dimension: their output is the input bytes laid
 end to end, so they run as file-to-file byte moves and never build an array (casts run the same way, chunk by
 chunk). Other steps (transposes) read memory-mapped inputs through numpy views and write the output slab by slab,
-copying in cache-sized tiles; large 2-D transposes read bands of columns instead, so memory stays bounded by a
-band, not by the tensor or the model. Workers overlap
-reading, computing and writing; byte moves, tile copies and writes release the GIL.
+copying in cache-sized tiles; large 2-D transposes go by bands or blocks of a few MB instead, so memory stays
+bounded by a block, not by the tensor or the model. Workers overlap reading, computing
+and writing; byte moves, tile copies and writes release the GIL.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -41,6 +42,9 @@ class Source(Protocol):
 class Sink(Protocol):
     def write(self, ref: Ref, array: np.ndarray, offset: int = 0) -> None:
         """Write a contiguous array's bytes into the tensor at byte `offset`."""
+
+    def write_block(self, ref: Ref, array: np.ndarray, at: tuple[int, int]) -> None:
+        """Write a 2-D array into a 2-D output tensor from row `at[0]`, column `at[1]`."""
 
     def move(self, src: Ref, src_offset: int, dst: Ref, dst_offset: int, size: int) -> None:
         """Copy `size` bytes of a source tensor straight into an output tensor."""
@@ -77,10 +81,10 @@ def _chunks(count: int, width: int) -> Iterator[tuple[int, int]]:
 SLAB = 2**20  # output bytes per slab of a transform (small slabs keep tile copies in cache)
 TILE = 256  # elements per side of a tile of a strided copy
 RELEASE = 16 * 2**20  # output bytes between two releases of the mapped inputs
-# Inputs larger than this are transposed band by band with reads instead of through a memory map: the kernel maps
+# Inputs larger than this are transposed block by block with reads instead of through a memory map: the kernel maps
 # pages around every fault (fault-around), so a transposed walk over a map makes the whole tensor resident.
-BANDS_ABOVE = 64 * 2**20
-BAND = 8 * 2**20  # input bytes per band or block of such a transpose
+BLOCKS_ABOVE = 64 * 2**20
+BLOCK = 8 * 2**20  # input bytes per block of such a transpose
 
 
 def _segments(step: Step, direction: str, source: Source) -> list[tuple[Ref, list[tuple[int, np.ndarray]]]]:
@@ -102,7 +106,7 @@ def _transposes(step: Step, direction: str) -> list[tuple[Ref, int, Ref, tuple[i
     b = step.binding
     if b.ops != (ops.T(),) or b.dim != 0 or any(len(ref.shape) != 2 for ref in step.src + step.dst):
         return None
-    if max(nbytes(ref) for ref in step.src) <= BANDS_ABOVE:  # small enough to map whole: faster
+    if max(nbytes(ref) for ref in step.src) <= BLOCKS_ABOVE:  # small enough to map whole: faster
         return None
     if direction == "from_hf":
         firsts = [0, *np.cumsum([ref.shape[1] for ref in step.src])[:-1]]
@@ -112,26 +116,24 @@ def _transposes(step: Step, direction: str) -> list[tuple[Ref, int, Ref, tuple[i
 
 
 def _run_transposes(blocks: list[tuple[Ref, int, Ref, tuple[int, int]]], source: Source, sink: Sink) -> None:
-    """Transpose large 2-D blocks holding about BAND bytes at a time, whatever the tensor: an input with fewer rows
-    than columns is read in bands of columns (one read per input row) and written in whole output rows; one with
-    more rows is read in blocks of whole rows and written in segments of output rows (one write per output row),
-    so the number of calls stays proportional to the smaller side."""
+    """Transpose large 2-D blocks about BLOCK bytes at a time, whatever the tensor, with calls in proportion to its
+    smaller side: an input with fewer rows than columns is read in bands of columns (one read per input row) and
+    written as whole output rows; one with more rows is read in blocks of whole rows (one read) and written as
+    blocks of output columns (one call, through a map)."""
     for dst, first, src, (top, bottom) in blocks:
-        rows, columns = bottom - top, src.shape[1]
-        out_width, out_row = dtypes.SIZES[dst.dtype], dst.shape[1] * dtypes.SIZES[dst.dtype]
+        rows, columns, width = bottom - top, src.shape[1], dtypes.SIZES[src.dtype]
         if rows <= columns:
-            band = max(1, BAND // max(rows * dtypes.SIZES[src.dtype], 1))
+            band = max(1, BLOCK // max(rows * width, 1))
             for start in range(0, columns, band):
                 end = min(start + band, columns)
                 piece = _cast(contiguous(source.read_block(src, (top, bottom), (start, end)).T), src, dst)
-                sink.write(dst, piece, (first + start) * out_row)
+                sink.write(dst, piece, (first + start) * dst.shape[1] * dtypes.SIZES[dst.dtype])
             continue
-        block = max(1, BAND // max(columns * dtypes.SIZES[src.dtype], 1))
+        block = max(1, BLOCK // max(columns * width, 1))
         for start in range(top, bottom, block):
             end = min(start + block, bottom)
             piece = _cast(contiguous(source.read_block(src, (start, end), (0, columns)).T), src, dst)
-            for column in range(columns):  # output row `first + column`, from its element `start - top` on
-                sink.write(dst, piece[column], (first + column) * out_row + (start - top) * out_width)
+            sink.write_block(dst, piece, (first, start - top))
 
 
 def _cast(piece: np.ndarray, src: Ref, dst: Ref) -> np.ndarray:
@@ -194,8 +196,10 @@ def run(plan: Plan, source: Source, sink: Sink, *, workers: int = 2,
         progress: Callable[[Step], None] | None = None) -> None:
     """Run every step of `plan`; the first error stops the run and is raised.
 
-    With two or more workers, byte moves (kernel copies) and transforms (CPU) run on separate threads so that
-    they overlap instead of contending for the same file; extra workers share the transforms."""
+    With two or more workers, byte moves (kernel copies) and transforms (CPU) start on separate threads so that they
+    overlap instead of contending for the same file; transform threads that run out of work take copies from the
+    far end of the queue, so no core idles while copies remain. Copies never take transforms: memory stays that of
+    `workers - 1` transforms."""
     lock = threading.Lock()
 
     def one(step: Step) -> None:
@@ -208,16 +212,29 @@ def run(plan: Plan, source: Source, sink: Sink, *, workers: int = 2,
         for step in plan.steps:
             one(step)
         return
-    copies = [s for s in plan.steps if moves(s, plan.direction) is not None and s.src[0].dtype == s.dst[0].dtype]
+    copies = deque(s for s in plan.steps if moves(s, plan.direction) is not None and s.src[0].dtype == s.dst[0].dtype)
     copied = set(copies)
-    others = [s for s in plan.steps if s not in copied]
+    transforms = deque(s for s in plan.steps if s not in copied)
+    failed = threading.Event()
+
+    def work(mine: deque[Step], theirs: deque[Step]) -> None:
+        try:
+            while not failed.is_set():
+                try:
+                    step = mine.popleft()  # deque pops are atomic: no lock needed
+                except IndexError:
+                    try:
+                        step = theirs.pop()
+                    except IndexError:
+                        return
+                one(step)
+        except BaseException:
+            failed.set()
+            raise
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightport") as pool:
-        futures = [pool.submit(lambda: [one(s) for s in copies])]
-        futures += [pool.submit(lambda part: [one(s) for s in part], others[k :: workers - 1])
-                    for k in range(workers - 1)]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in futures if f.done() and f.exception() is not None]
-        if failed:
-            for future in futures:
-                future.cancel()
-            raise failed[0].exception()
+        futures = [pool.submit(work, copies, deque())]  # never a transform: their buffers would add up
+        futures += [pool.submit(work, transforms, copies) for _ in range(workers - 1)]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]

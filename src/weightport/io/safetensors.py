@@ -2,8 +2,10 @@
 
 Headers are parsed with plain `json` and validated strictly, so a conversion is planned from names, dtypes and
 shapes without touching tensor data; `load` reads exactly one tensor's byte range. The writer knows every output
-tensor up front, lays out shards, headers and offsets before any data exists, then `os.pwrite`s each tensor at its
-offset as soon as it is produced, in any order, so memory holds one tensor at a time. Nothing is ever unpickled.
+tensor up front, lays out shards, headers and offsets before any data exists, then writes each tensor at its offset
+as soon as it is produced, in any order: byte ranges with `os.pwrite` or `copy_file_range`, blocks of columns of a
+matrix through a short-lived shared map. Every write is checked against the plan (no overlap, nothing missing at
+close). Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ PICKLE_REFUSED = ("pytorch_model.bin files are never read, because loading them 
                   "safetensors first (for example with transformers' save_pretrained(safe_serialization=True))")
 _MAX_HEADER = 100 * 1024 * 1024
 _CHUNK = 64 * 1024 * 1024
+_MAP_SPAN = 8 * 1024 * 1024  # file bytes per shared map of a block write: its pages leave memory at each unmap
 _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}
 
 
@@ -298,6 +301,7 @@ class ShardedWriter:
         self._slots: dict[str, tuple[OutputTensor, int, int]] = {}  # name -> (plan entry, fd, absolute offset)
         self._fds: list[int] = []
         self._written: dict[str, list[tuple[int, int]]] = {}  # name -> byte ranges written so far
+        self._blocks: dict[str, list[tuple[int, int, int, int]]] = {}  # name -> (row, col, rows, cols) written
         self._lock = threading.Lock()
         try:
             for file, group in zip(self.shards, groups):
@@ -323,17 +327,22 @@ class ShardedWriter:
         os.ftruncate(fd, 8 + len(raw) + bounds[-1])
         self._slots.update((t.name, (t, fd, 8 + len(raw) + begin)) for t, begin in zip(group, bounds))
 
-    def _claim(self, name: str, offset: int, size: int) -> tuple[int, int]:
-        """The shard and absolute position of bytes [offset, offset+size) of tensor `name`, checked."""
+    def _slot(self, name: str) -> tuple[OutputTensor, int, int]:
         if not self._fds:
             raise OutputError(f"cannot write tensor {name!r}: the writer is already closed")
         if name not in self._slots:
             raise CoverageError(f"tensor {name!r} is not in the output plan; it cannot be written")
-        want, fd, start = self._slots[name]
+        return self._slots[name]
+
+    def _claim(self, name: str, offset: int, size: int) -> tuple[int, int]:
+        """The shard and absolute position of bytes [offset, offset+size) of tensor `name`, checked."""
+        want, fd, start = self._slot(name)
         total = _nbytes(want.dtype, want.shape)
         if offset < 0 or offset + size > total:
             raise CoverageError(f"tensor {name!r}: bytes {offset}..{offset + size} fall outside its {total} bytes")
         with self._lock:  # written ranges, sorted and merged when they touch: a new one can only meet neighbours
+            if name in self._blocks:
+                raise CoverageError(f"tensor {name!r} is written both by blocks and by byte ranges")
             ranges = self._written.setdefault(name, [])
             begin, end = offset, offset + size
             at = bisect.bisect(ranges, (begin, end))
@@ -354,6 +363,43 @@ class ShardedWriter:
         fd, position = self._claim(name, offset, len(raw))
         with _os_errors(OutputError, f"cannot write tensor {name!r} to {self.weight_map[name]}", "check free space"):
             _pwrite_all(fd, raw, position)
+
+    def write_block(self, name: str, data: np.ndarray, at: tuple[int, int]) -> None:
+        """Write a 2-D array into 2-D tensor `name` from row `at[0]`, column `at[1]`, through a shared map of the
+        shard: a block of columns costs one call, not one per row. The block's span of the file is allocated first,
+        so a full disk is an OutputError here rather than a crash (SIGBUS) in the middle of a mapped copy."""
+        want, fd, start = self._slot(name)
+        (row, col), (rows, cols), width = at, data.shape, DTYPE_SIZES[want.dtype]
+        if len(want.shape) != 2 or data.ndim != 2 or data.itemsize != width:
+            raise CoverageError(f"tensor {name!r} {want.dtype} {list(want.shape)}: cannot write a block of "
+                                f"{data.dtype} {list(data.shape)}")
+        if row < 0 or col < 0 or row + rows > want.shape[0] or col + cols > want.shape[1]:
+            raise CoverageError(f"tensor {name!r} {list(want.shape)}: block {list(data.shape)} at {list(at)} "
+                                "falls outside it")
+        with self._lock:
+            if name in self._written:
+                raise CoverageError(f"tensor {name!r} is written both by byte ranges and by blocks")
+            blocks = self._blocks.setdefault(name, [])
+            for r, c, h, w in blocks:
+                if r < row + rows and row < r + h and c < col + cols and col < c + w:
+                    raise CoverageError(f"tensor {name!r}: block {list(data.shape)} at {list(at)} is written twice")
+            if rows and cols:
+                blocks.append((row, col, rows, cols))
+        if not (rows and cols):
+            return
+        row_bytes = want.shape[1] * width
+        per_map = max(1, _MAP_SPAN // row_bytes)
+        with _os_errors(OutputError, f"cannot write tensor {name!r} to {self.weight_map[name]}", "check free space"):
+            for top in range(0, rows, per_map):
+                end = min(top + per_map, rows)
+                first = start + (row + top) * row_bytes + col * width
+                last = start + (row + end - 1) * row_bytes + (col + cols) * width
+                base = first - first % mmap.ALLOCATIONGRANULARITY
+                os.posix_fallocate(fd, base, last - base)
+                with mmap.mmap(fd, last - base, offset=base) as mapped:
+                    window = np.ndarray((end - top, cols), data.dtype, mapped, first - base, (row_bytes, width))
+                    window[...] = data[top:end]
+                    del window
 
     def copy(self, name: str, src: TensorInfo, src_offset: int = 0, offset: int = 0, size: int | None = None) -> None:
         """Copy `size` bytes of a source tensor (all of it by default) straight from its file into tensor `name`."""
@@ -380,14 +426,19 @@ class ShardedWriter:
     def close(self, complete: bool = True) -> None:
         """Close every shard; with `complete`, first fail with CoverageError if any planned tensor is not
         completely written (`complete=False` leaves unwritten ranges as holes, for header-only test files)."""
-        missing = [n for n, (want, _, _) in self._slots.items()
-                   if sum(end - begin for begin, end in self._written.get(n, ())) != _nbytes(want.dtype, want.shape)]
+        missing = [n for n, (want, _, _) in self._slots.items() if self._done(n) != _nbytes(want.dtype, want.shape)]
         try:
             if complete and missing and self._fds:
                 raise CoverageError(report("output tensors were never (completely) written", missing,
                                            "the conversion did not produce every planned tensor"))
         finally:
             self._release()
+
+    def _done(self, name: str) -> int:
+        """Bytes of tensor `name` written so far (claims never overlap)."""
+        width = DTYPE_SIZES[self._slots[name][0].dtype]
+        return (sum(end - begin for begin, end in self._written.get(name, ()))
+                + sum(h * w * width for _, _, h, w in self._blocks.get(name, ())))
 
     def _release(self) -> None:
         while self._fds:
