@@ -214,7 +214,8 @@ def test_transposes_and_other_concats_view_and_write(dtype: str | None) -> None:
 
 def test_transforms_write_slab_by_slab(monkeypatch) -> None:
     monkeypatch.setattr(runtime, "SLAB", 40)  # output bytes: 2 rows of 4 F32 values, 1 row of 6
-    monkeypatch.setattr(runtime, "TILE", 3)  # tiles narrower than a row
+    monkeypatch.setattr(runtime, "TILE_ROWS", 1)  # tiles smaller than a slab and narrower than a row
+    monkeypatch.setattr(runtime, "TILE_COLUMNS", 3)
     monkeypatch.setattr(runtime, "RELEASE", 50)  # release the inputs every other slab
     hf = hf_tensors()
     native = execute(plan("from_hf", COMPUTE_RULES), raws(hf))
@@ -336,3 +337,13 @@ def test_an_error_stops_a_serial_run() -> None:
     with pytest.raises(Boom):
         run(forward, sink, sink, workers=1)
     assert sink.calls == [first]
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (300, 70), (3, 257, 65), (1, 1), (0, 4)])
+def test_contiguous_copies_any_strided_view_tile_by_tile(shape: tuple[int, ...]) -> None:
+    """Transposed views whose sides are not multiples of a tile (and batches of them) copy exactly."""
+    data = np.arange(math.prod(shape), dtype=np.uint16).reshape(shape)
+    view = np.swapaxes(data, -1, -2)
+    copy = runtime.contiguous(view)
+    assert copy.flags.c_contiguous and np.array_equal(copy, view)
+    assert runtime.contiguous(data) is data  # already contiguous: no copy

@@ -22,7 +22,7 @@ import numpy as np
 from weightport.core import dtypes, ops
 from weightport.core.plan import Plan, Ref, Step, _part_sizes
 
-CHUNK = 64 * 2**20  # bytes per piece of a chunked cast
+CHUNK = 8 * 2**20  # bytes per piece of a chunked cast, on its wider side
 
 
 class Source(Protocol):
@@ -79,7 +79,7 @@ def _chunks(count: int, width: int) -> Iterator[tuple[int, int]]:
 
 
 SLAB = 2**20  # output bytes per slab of a transform (small slabs keep tile copies in cache)
-TILE = 256  # elements per side of a tile of a strided copy
+TILE_ROWS, TILE_COLUMNS = 256, 64  # shape of a tile of a strided copy
 RELEASE = 16 * 2**20  # output bytes between two releases of the mapped inputs
 # Inputs larger than this are transposed block by block with reads instead of through a memory map: the kernel maps
 # pages around every fault (fault-around), so a transposed walk over a map makes the whole tensor resident.
@@ -141,16 +141,22 @@ def _cast(piece: np.ndarray, src: Ref, dst: Ref) -> np.ndarray:
 
 
 def contiguous(view: np.ndarray) -> np.ndarray:
-    """A C-contiguous copy of a (strided) view, copied tile by tile over its last axis so both stay in cache."""
+    """A C-contiguous copy of a (strided) view, copied tile by tile over its last two axes so both stay in cache.
+    Tiles are narrow: a transposed view's last axis walks input rows, often a power of two apart, and the cache
+    holds only a few lines that far apart (64 columns copy twice as fast as 256 from a mapped bf16 matrix)."""
     if view.flags.c_contiguous:
         return view
     out = np.empty(view.shape, view.dtype)
     if view.ndim < 2:
         out[...] = view
         return out
+    rows, columns = view.shape[-2:]
     for index in np.ndindex(view.shape[:-2]):
-        for start in range(0, view.shape[-1], TILE):
-            out[index][..., start : start + TILE] = view[index][..., start : start + TILE]
+        src, dst = view[index], out[index]
+        for top in range(0, rows, TILE_ROWS):
+            for left in range(0, columns, TILE_COLUMNS):
+                tile = np.s_[top : top + TILE_ROWS, left : left + TILE_COLUMNS]
+                dst[tile] = src[tile]
     return out
 
 
@@ -197,9 +203,9 @@ def run(plan: Plan, source: Source, sink: Sink, *, workers: int = 2,
     """Run every step of `plan`; the first error stops the run and is raised.
 
     With two or more workers, byte moves (kernel copies) and transforms (CPU) start on separate threads so that they
-    overlap instead of contending for the same file; transform threads that run out of work take copies from the
-    far end of the queue, so no core idles while copies remain. Copies never take transforms: memory stays that of
-    `workers - 1` transforms."""
+    overlap instead of contending for the same file; a thread whose own kind of work is done takes the other kind
+    from the far end of its queue, so no core idles while work remains. Every step holds a few blocks of at most
+    BLOCK or CHUNK bytes (or a mapped input below BLOCKS_ABOVE), so memory is bounded by `workers` such steps."""
     lock = threading.Lock()
 
     def one(step: Step) -> None:
@@ -233,7 +239,7 @@ def run(plan: Plan, source: Source, sink: Sink, *, workers: int = 2,
             raise
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightport") as pool:
-        futures = [pool.submit(work, copies, deque())]  # never a transform: their buffers would add up
+        futures = [pool.submit(work, copies, transforms)]
         futures += [pool.submit(work, transforms, copies) for _ in range(workers - 1)]
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
