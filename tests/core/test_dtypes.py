@@ -3,6 +3,7 @@ weightport does not import torch (only a cast does)."""
 
 from __future__ import annotations
 
+import mmap
 import subprocess
 import sys
 
@@ -74,3 +75,20 @@ from weightport.io import safetensors
 assert "torch" not in sys.modules, "importing weightport loaded torch"
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_empty_gives_large_arrays_their_own_mapping() -> None:
+    """Large scratch arrays are anonymous mappings (unmapped when dropped, so no allocator keeps them); small ones
+    are ordinary arrays. Both are writable and of the asked shape and dtype."""
+    big = dtypes.empty((3, dtypes.OWN_MAPPING_FROM // 2), np.uint16)
+    small = dtypes.empty(5, np.uint16)
+    def owner(array: np.ndarray) -> object:
+        while isinstance(array, np.ndarray) and array.base is not None:
+            array = array.base
+        return array.obj if isinstance(array, memoryview) else array
+
+    assert isinstance(owner(big), mmap.mmap) and not isinstance(owner(small), mmap.mmap)
+    for array, shape in ((big, (3, dtypes.OWN_MAPPING_FROM // 2)), (small, (5,))):
+        array[...] = 7
+        assert array.shape == shape and array.dtype == np.uint16 and (array == 7).all()
+    assert dtypes.empty((0, 4), np.float32).shape == (0, 4)

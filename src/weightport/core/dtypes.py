@@ -3,6 +3,9 @@ imported on first use so that planning and byte-level conversions never load it)
 
 from __future__ import annotations
 
+import math
+import mmap
+
 import numpy as np
 
 SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
@@ -19,6 +22,23 @@ _SIGNED = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
 def raw(code: str) -> np.dtype:
     """The unsigned integer numpy dtype of the same width: tensors are moved and transposed as raw bits."""
     return np.dtype(f"<u{SIZES[code]}")
+
+
+OWN_MAPPING_FROM = 2**20  # bytes from which `empty` gives an array its own mapping
+
+
+def empty(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """An uninitialised array, like `np.empty`; a large one lives in its own anonymous mapping, which goes back to
+    the system as soon as the array is dropped. (malloc keeps freed blocks of a few MB cached per thread, which would
+    make the memory of a conversion grow with the number of threads and tensors, not with the block size.)"""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    size = math.prod(shape) * np.dtype(dtype).itemsize
+    if size < OWN_MAPPING_FROM:
+        return np.empty(shape, dtype)
+    mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if size >= 4 * 2**20 and hasattr(mmap, "MADV_HUGEPAGE"):  # as numpy does for large arrays: fewer TLB misses
+        mapping.madvise(mmap.MADV_HUGEPAGE)
+    return np.frombuffer(mapping, dtype).reshape(shape)
 
 
 def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:

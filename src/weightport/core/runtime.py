@@ -146,7 +146,7 @@ def contiguous(view: np.ndarray) -> np.ndarray:
     holds only a few lines that far apart (64 columns copy twice as fast as 256 from a mapped bf16 matrix)."""
     if view.flags.c_contiguous:
         return view
-    out = np.empty(view.shape, view.dtype)
+    out = dtypes.empty(view.shape, view.dtype)
     if view.ndim < 2:
         out[...] = view
         return out

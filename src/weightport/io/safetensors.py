@@ -186,7 +186,7 @@ def read_range(info: TensorInfo, offset: int, size: int) -> np.ndarray:
     """`size` bytes of one tensor from byte `offset`, as a new uint8 array (exactly that range is read)."""
     if offset < 0 or size < 0 or offset + size > info.nbytes:
         raise FormatError(f"{info.file}: tensor {info.name!r} has no bytes {offset}..{offset + size}")
-    buf, pos = np.empty(size, np.uint8), 0
+    buf, pos = dtypes.empty(size, np.uint8), 0
     with _os_errors(FormatError, f"cannot read tensor {info.name!r} from {info.file}", "check the file"), \
             open(info.file, "rb", buffering=0) as f:
         view = memoryview(buf)
@@ -204,10 +204,10 @@ def read_block(info: TensorInfo, rows: tuple[int, int], cols: tuple[int, int]) -
     (r0, r1), (c0, c1), width = rows, cols, DTYPE_SIZES[info.dtype]
     if len(info.shape) != 2 or not (0 <= r0 <= r1 <= info.shape[0] and 0 <= c0 <= c1 <= info.shape[1]):
         raise FormatError(f"{info.file}: tensor {info.name!r} {list(info.shape)} has no block {rows} x {cols}")
-    out = np.empty((r1 - r0, c1 - c0), dtypes.raw(info.dtype))
     if c0 == 0 and c1 == info.shape[1]:
-        out.reshape(-1).view(np.uint8)[...] = read_range(info, r0 * info.shape[1] * width, out.nbytes)
-        return out
+        return read_range(info, r0 * info.shape[1] * width, (r1 - r0) * (c1 - c0) * width).view(
+            dtypes.raw(info.dtype)).reshape(r1 - r0, c1 - c0)
+    out = dtypes.empty((r1 - r0, c1 - c0), dtypes.raw(info.dtype))
     segment, stride = (c1 - c0) * width, info.shape[1] * width
     with _os_errors(FormatError, f"cannot read tensor {info.name!r} from {info.file}", "check the file"), \
             open(info.file, "rb", buffering=0) as f:
