@@ -1,5 +1,6 @@
-"""Time `weightport convert` both ways against `cp -r` of the same checkpoint, alternating runs, and report medians,
-the ratio to `cp`, and peak RSS; optionally the naive transformers load-and-save path for reference.
+"""Time `weightport convert` both ways against `cp -r` of the same checkpoint, in rounds that run each command once
+in a rotating order, and report medians, the ratio to `cp`, and peak RSS; optionally the naive transformers
+load-and-save path for reference.
 
     python bench/run.py llama-1b --runs 5 [--transformers] [--dtype float32] [--workdir /tmp/weightport-bench]
 
@@ -58,26 +59,30 @@ def main() -> None:
     out = args.workdir / args.shape / "out"
     weightport = [sys.executable, "-m", "weightport", "convert"]
     options = ["--dtype", args.dtype, "--workers", args.workers]
+    # The native source of "native -> hf" is made once, untimed, in the source dtype: every timed command then
+    # reads a checkpoint that no other timed command wrote, and with --dtype both directions cast.
+    native = args.workdir / args.shape / "native"
+    subprocess.run([*weightport, str(source), str(native), "--overwrite", "--quiet"], check=True)
     commands = {
-        "cp -r": lambda: ["cp", "-r", str(source), str(out / "cp")],
-        "hf -> native": lambda: [*weightport, str(source), str(out / "native"), *options],
-        "native -> hf": lambda: [*weightport, str(out / "native"), str(out / "hf"), *options],
+        "cp -r": ["cp", "-r", str(source), str(out)],
+        "hf -> native": [*weightport, str(source), str(out), *options],
+        "native -> hf": [*weightport, str(native), str(out), *options],
     }
     if args.transformers:
-        commands["transformers load+save"] = lambda: [sys.executable, "-c", NAIVE, str(source), str(out / "naive")]
+        commands["transformers load+save"] = [sys.executable, "-c", NAIVE, str(source), str(out)]
     results: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
+    names = list(commands)
     for run in range(args.runs):
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        for name, command in commands.items():  # alternating: one run of each per round
+        # One run of each per round, in an order rotated every round, so that no command always follows the same
+        # one (the page cache and writeback of the previous command's output weigh on the next).
+        for name in names[run % len(names) :] + names[: run % len(names)]:
+            shutil.rmtree(out, ignore_errors=True)
             subprocess.run(["sync"], check=True)
-            results[name].append(timed(command()))
-            if name == "cp -r":
-                shutil.rmtree(out / "cp")
+            results[name].append(timed(commands[name]))
         print(f"round {run + 1}: " + ", ".join(f"{n} {r[-1][0]:.2f}s" for n, r in results.items()), file=sys.stderr)
     shutil.rmtree(out, ignore_errors=True)
     floor = statistics.median(t for t, _ in results["cp -r"])
-    print(f"{args.shape}: {size / 1e9:.2f} GB, {args.runs} alternating runs, dtype {args.dtype}, "
+    print(f"{args.shape}: {size / 1e9:.2f} GB, {args.runs} rounds, dtype {args.dtype}, "
           f"{args.workers} workers")
     print(f"{'':<24} {'median s':>9} {'x cp':>6} {'peak RSS MB':>12}")
     for name, samples in results.items():
