@@ -42,14 +42,23 @@ def empty(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
 
 
 def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    out = empty(bits.shape, np.uint32)
+    np.left_shift(bits, 16, out=out, dtype=np.uint32)  # one pass: the ufunc widens as it goes
+    return out.view(np.float32)
 
 
 def _f32_to_bf16(values: np.ndarray) -> np.ndarray:
-    """Round to nearest even, every NaN to 0xFFFF, bit for bit as torch does on CPU."""
+    """Round to nearest even, every NaN to 0xFFFF, bit for bit as torch does on CPU (in place, in few passes)."""
     bits = values.view(np.uint32)
-    rounded = ((bits + (0x7FFF + ((bits >> 16) & 1))) >> 16).astype(np.uint16)
-    return np.where(np.isnan(values), np.uint16(0xFFFF), rounded)
+    rounding = np.right_shift(bits, 16)
+    rounding &= 1
+    rounding += 0x7FFF
+    rounding += bits  # wraps like torch's uint32 arithmetic; NaNs are replaced below
+    rounding >>= 16
+    out = empty(bits.shape, np.uint16)
+    np.copyto(out, rounding, casting="unsafe")
+    np.copyto(out, np.uint16(0xFFFF), where=np.isnan(values))
+    return out
 
 
 _NUMPY = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
@@ -64,8 +73,8 @@ def cast(array: np.ndarray, src: str, dst: str) -> np.ndarray:
     if (src, dst) in _FAST:
         values = _bf16_to_f32(array) if src == "BF16" else array.view(_NUMPY[src])
         if dst == "BF16":
-            return _f32_to_bf16(values.astype(np.float32)).reshape(array.shape)
-        return values.astype(_NUMPY[dst]).view(raw(dst)).reshape(array.shape)
+            return _f32_to_bf16(np.ascontiguousarray(values, np.float32)).reshape(array.shape)
+        return np.asarray(values, _NUMPY[dst]).view(raw(dst)).reshape(array.shape)  # no copy when already F32
     return from_torch(to_torch(array, src).to(getattr(_torch(), TORCH[dst]))).reshape(array.shape)
 
 

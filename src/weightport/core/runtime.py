@@ -4,8 +4,8 @@ Most steps only rename or concatenate tensors along their first dimension: their
 end to end, so they run as file-to-file byte moves and never build an array (casts run the same way, chunk by
 chunk). Other steps (transposes) read memory-mapped inputs through numpy views and write the output slab by slab,
 copying in cache-sized tiles; large 2-D transposes go by bands or blocks of a few MB instead, so memory stays
-bounded by a block, not by the tensor or the model. Workers overlap reading, computing
-and writing; byte moves, tile copies and writes release the GIL.
+bounded by a block, not by the tensor or the model. Workers overlap reading, computing and writing; byte moves,
+tile copies and writes release the GIL.
 """
 
 from __future__ import annotations
@@ -81,10 +81,11 @@ def _chunks(count: int, width: int) -> Iterator[tuple[int, int]]:
 SLAB = 2**20  # output bytes per slab of a transform (small slabs keep tile copies in cache)
 TILE_ROWS, TILE_COLUMNS = 256, 64  # shape of a tile of a strided copy
 RELEASE = 16 * 2**20  # output bytes between two releases of the mapped inputs
-# Inputs larger than this are transposed block by block with reads instead of through a memory map: the kernel maps
-# pages around every fault (fault-around), so a transposed walk over a map makes the whole tensor resident.
+# Inputs larger than this are transposed a band or block at a time with reads instead of through a memory map: the
+# kernel maps pages around every fault (fault-around), so a transposed walk over a map makes the whole tensor
+# resident.
 BLOCKS_ABOVE = 64 * 2**20
-BLOCK = 8 * 2**20  # input bytes per block of such a transpose
+BLOCK = 8 * 2**20  # input bytes per band or block of such a transpose
 
 
 def _segments(step: Step, direction: str, source: Source) -> list[tuple[Ref, list[tuple[int, np.ndarray]]]]:

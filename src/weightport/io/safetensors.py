@@ -213,7 +213,8 @@ def read_block(info: TensorInfo, rows: tuple[int, int], cols: tuple[int, int]) -
             open(info.file, "rb", buffering=0) as f:
         fd, raw = f.fileno(), memoryview(out.reshape(-1).view(np.uint8))
         # A read per row defeats readahead: ask for the rows' whole span at once (a no-op where it is cached).
-        os.posix_fadvise(fd, info.start + r0 * stride, (r1 - r0) * stride, os.POSIX_FADV_WILLNEED)
+        if hasattr(os, "posix_fadvise"):  # Linux; elsewhere only a hint is lost
+            os.posix_fadvise(fd, info.start + r0 * stride, (r1 - r0) * stride, os.POSIX_FADV_WILLNEED)
         for i in range(r1 - r0):
             position = info.start + (r0 + i) * stride + c0 * width
             if os.preadv(fd, [raw[i * segment : (i + 1) * segment]], position) != segment:
@@ -368,7 +369,7 @@ class ShardedWriter:
 
     def write_block(self, name: str, data: np.ndarray, at: tuple[int, int]) -> None:
         """Write a 2-D array into 2-D tensor `name` from row `at[0]`, column `at[1]`, through a shared map of the
-        shard: a block of columns costs one call, not one per row. The block's span of the file is allocated first,
+        shard: a block of columns costs a few calls, not one per row. The block's span of the file is allocated first,
         so a full disk is an OutputError here rather than a crash (SIGBUS) in the middle of a mapped copy."""
         want, fd, start = self._slot(name)
         (row, col), (rows, cols), width = at, data.shape, DTYPE_SIZES[want.dtype]
@@ -397,7 +398,8 @@ class ShardedWriter:
                 first = start + (row + top) * row_bytes + col * width
                 last = start + (row + end - 1) * row_bytes + (col + cols) * width
                 base = first - first % mmap.ALLOCATIONGRANULARITY
-                os.posix_fallocate(fd, base, last - base)
+                if hasattr(os, "posix_fallocate"):  # not on macOS, where a full disk may still end in SIGBUS
+                    os.posix_fallocate(fd, base, last - base)
                 with mmap.mmap(fd, last - base, offset=base) as mapped:
                     window = np.ndarray((end - top, cols), data.dtype, mapped, first - base, (row_bytes, width))
                     window[...] = data[top:end]
