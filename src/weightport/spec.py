@@ -1,6 +1,7 @@
 """What a family file imports: the config and weight primitives, and `ModelSpec`.
 
-Config rules: `Rename`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`, `Entries`, `Layout`.
+Config rules: `Rename`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`, `Entries`, `Layout`,
+and `NoBiases` (per-layer bias switches left to the block's).
 Weight rules: `Tensor`, `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Items`, `Each`, `Repeat`, `Switch`
 (structure); `override` replaces rules of a table by key, with the
 layout ops `T` (transpose) and `Flatten`.
@@ -29,6 +30,11 @@ def Layout(native: str, hf: str, blocks: dict[str, tuple]) -> config_rules.Layou
                                lambda sequence: list(zip(_block_names(sequence), _blocks(sequence))))
 
 
+def NoBiases(*layers: str, reason: str = "") -> tuple[Constant, ...]:
+    """Per-layer bias switches left unset (`{layer}.bias.enabled`), so the block's own switch decides."""
+    return tuple(Constant(None, native=f"{layer}.bias.enabled", reason=reason) for layer in layers)
+
+
 def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each:
     """The rules once per entry of a dict of sub-configs: `mixers.{name}` <-> `mixers.{name}` (stochastic mixers)."""
     return Each(f"{native}.{{name}}", f"{hf}.{{name}}", rules, config or native,
@@ -38,5 +44,5 @@ def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each
 __all__ = [
     "PER_LAYER", "Blocks", "Entries", "Items", "Layout", "section", "Choice", "Computed", "Constant", "Derived",
     "Each", "Flatten", "Fuse", "Ignore", "Linear",
-    "ModelSpec", "Nested", "Rename", "Repeat", "Section", "Switch", "T", "Tensor", "override",
+    "ModelSpec", "Nested", "NoBiases", "Rename", "Repeat", "Section", "Switch", "T", "Tensor", "override",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from weightport.core.paths import MISSING, Path, dotted, get, join, leaves, put
 from weightport.errors import ConfigError, SpecError, report
@@ -126,9 +126,6 @@ class Layout:
     hf: str
     blocks: Mapping[str, tuple]
     positions: Callable[[dict], list[tuple[str, dict]]]  # (native block name, block config) per position
-
-
-Rule = Union[Rename, Constant, Derived, Computed, Ignore, Choice, Nested, Entries, Layout]
 
 
 def _names(spelled: Any) -> tuple:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Union
+from typing import Any
 
 from weightport.core.ops import Flatten, Op
 from weightport.core.paths import MISSING, get, split
@@ -101,9 +101,6 @@ class Switch:
     config: str
     options: Mapping[Any, tuple[str, tuple]]
     on: str = "type"
-
-
-Rule = Union[Tensor, Linear, Section, Each, Repeat, Switch, tuple]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ the rotary type `mistral_1d` (native `default`) and activations (HF names).
 from weightport.families import llama
 from weightport.families.apriel_hybrid_ssm import GATED_NORM, GDN_WEIGHTS, MAMBA_WEIGHTS
 from weightport.spec import (
-    Blocks, Choice, Constant, Entries, Ignore, Items, Linear, ModelSpec, Nested, Rename, Section, Switch, T, Tensor,
+    Blocks, Choice, Constant, Entries, Ignore, Items, Linear, ModelSpec, Nested, NoBiases, Rename, Section, Switch,
+    T, Tensor,
 )
 
 AUTO_MAP = {
@@ -26,10 +27,6 @@ def _bias(*layers: str) -> tuple:
     """Per-layer bias switches, written only when set."""
     return tuple(Rename(f"{layer}.bias.enabled", f"{layer}.bias.enabled", default=None, omit=None)
                  for layer in layers)
-
-
-def _unset(*layers: str) -> tuple:
-    return tuple(Constant(None, native=f"{layer}.bias.enabled") for layer in layers)
 
 
 CONTEXT = ("theta", "scale_factor", "original_context_length")
@@ -59,18 +56,18 @@ MAMBA = (
     Rename("dt_layer.bias.enabled", "dt_proj_bias", default=None, omit=None),
     Constant(None, native="convolution_layer.activation"),
     Constant(True, native="repeat_kv_before_conv", reason="Apriel2 Mamba repeats K/V before the convolution"),
-    *_unset("z_layer", "x_layer", "b_layer", "c_layer", "dt_input_layer", "output_layer"),
+    *NoBiases("z_layer", "x_layer", "b_layer", "c_layer", "dt_input_layer", "output_layer"),
 )
 GDN = (
     *_same("value_heads", "key_heads", "key_head_dim", "value_head_dim"), *CONVOLUTION,
     Constant(None, native="convolution_layer.bias.enabled"), *GATED_NORM,
-    *_unset("qkv_projection_layer", "ba_projection_layer", "output_layer"),
+    *NoBiases("qkv_projection_layer", "ba_projection_layer", "output_layer"),
 )
 KDA = (
     *_same("heads", "head_dim"), *CONVOLUTION, Constant(None, native="convolution_layer.bias.enabled"),
     Rename("normalization.epsilon", "normalization.epsilon", default=1e-5),
     *(rule for rule in GATED_NORM if rule.native != "normalization.epsilon"),
-    *_unset(*(f"{p}_projection_layer" for p in ("q", "k", "v", "f_a", "f_b", "g_a", "g_b", "beta", "output"))),
+    *NoBiases(*(f"{p}_projection_layer" for p in ("q", "k", "v", "f_a", "f_b", "g_a", "g_b", "beta", "output"))),
 )
 MIXERS = {"attention": ("attention", ATTENTION), "mamba": ("mamba", MAMBA), "gdn": ("gdn", GDN), "kda": ("kda", KDA)}
 STOCHASTIC = (

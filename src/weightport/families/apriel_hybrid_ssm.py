@@ -9,7 +9,7 @@ import math
 
 from weightport.families import llama, mistral
 from weightport.spec import (
-    Blocks, Constant, Ignore, Layout, Linear, Nested, Rename, Switch, Tensor, override, section,
+    Blocks, Constant, Ignore, Layout, Linear, Nested, NoBiases, Rename, Switch, Tensor, override, section,
 )
 
 S, L = "ssm_cfg", "linear_attn_config"
@@ -20,11 +20,7 @@ AUTO_MAP = {
 }
 
 
-def _unset(*layers: str) -> tuple:
-    return tuple(Constant(None, native=f"{layer}.bias.enabled", reason="follows the mixer's bias switch")
-                 for layer in layers)
-
-
+MIXER_BIAS = "follows the mixer's bias switch"
 GATED_NORM = (
     Constant("gated_rms_norm", native="normalization.type"),
     Constant(1e-5, native="normalization.epsilon", reason="not configurable in HF"),
@@ -43,7 +39,7 @@ MAMBA = (
     Rename("convolution_layer.bias.enabled", f"{S}.conv_bias", default=True, none_from="add_linear_biases"),
     Rename("dt_layer.bias.enabled", f"{S}.dt_proj_bias", default=True, none_from="add_linear_biases"),
     Constant(None, native="convolution_layer.activation"),
-    *_unset("z_layer", "x_layer", "b_layer", "c_layer", "dt_input_layer", "output_layer"),
+    *NoBiases("z_layer", "x_layer", "b_layer", "c_layer", "dt_input_layer", "output_layer", reason=MIXER_BIAS),
 )
 GDN = (
     Constant("gdn", native="type"),
@@ -55,7 +51,7 @@ GDN = (
     Constant(None, native="convolution_layer.activation"),
     Constant(None, native="convolution_layer.bias.enabled"),
     *GATED_NORM,
-    *_unset("qkv_projection_layer", "ba_projection_layer", "output_layer"),
+    *NoBiases("qkv_projection_layer", "ba_projection_layer", "output_layer", reason=MIXER_BIAS),
 )
 ATTENTION_BLOCK = section(mistral.SPEC.config, "decoder.block")
 # Every key the HF config class may write into ssm_cfg / linear_attn_config; layers of a kind read theirs.

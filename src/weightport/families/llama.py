@@ -6,7 +6,7 @@ transposed. Biases are global switches (`attention_bias`, `mlp_bias`).
 """
 
 from weightport.spec import (
-    Blocks, Choice, Constant, Ignore, Linear, ModelSpec, Nested, Rename, Section, T, Tensor,
+    Blocks, Choice, Constant, Ignore, Linear, ModelSpec, Nested, NoBiases, Rename, Section, T, Tensor,
 )
 
 B = "decoder.block"
@@ -35,18 +35,13 @@ def default_head_size(hf: dict) -> int:
     return hf["hidden_size"] // hf["num_attention_heads"]
 
 
-def _unset(*layers: str) -> tuple:
-    return tuple(Constant(None, native=f"{layer}.bias.enabled", reason="biases are global switches")
-                 for layer in layers)
-
-
 ATTENTION = (
     Constant("attention", native="type", reason="Llama mixes with attention"),
     Rename("heads", "num_attention_heads"),
     Rename("head_groups", "num_key_value_heads", default=lambda hf: hf["num_attention_heads"]),
     Rename("head_size", "head_dim", default=default_head_size),
     Rename("add_linear_biases", "attention_bias", default=False),
-    *_unset("query_layer", "key_layer", "value_layer", "dense_layer"),
+    *NoBiases("query_layer", "key_layer", "value_layer", "dense_layer", reason="biases are global switches"),
     Rename("dropout", "attention_dropout", default=0.0),
     ROTARY,
     Constant(True, native="causal"),
@@ -61,7 +56,7 @@ MLP = (
     Constant("mlp", native="type"),
     Rename("intermediate_size", "intermediate_size"),
     Rename("add_linear_biases", "mlp_bias", default=False),
-    *_unset("layer_1", "layer_2"),
+    *NoBiases("layer_1", "layer_2", reason="biases are global switches"),
     Constant(True, native="gated", reason="Llama's MLP is gated (gate_proj)"),
     Rename("activation", "hidden_act", values=ACTIVATIONS, default="silu"),
     Constant(None, native="pre_norm"),
