@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from weightport import api
 from weightport.core.paths import leaves
-from weightport.native.schema import canonical
+from weightport.native.schema import canonical, resolve
 
 ROOT = Path(__file__).resolve().parent
 GOLDENS = ROOT / "goldens"
@@ -55,12 +55,18 @@ def native_meta(folder: Path) -> dict:
     return yaml.safe_load((Path(folder) / "metadata.yaml").read_text())
 
 
-def assert_native_config_covers(ours: dict, golden: dict) -> None:
-    """Every field the golden native config sets is present in ours with the same value."""
-    mine = leaves(ours)
-    for path, value in leaves(golden).items():
-        assert path in mine, f"native field {'.'.join(path)} missing (golden: {value!r})"
-        assert mine[path] == value, f"native field {'.'.join(path)}: {mine[path]!r} != golden {value!r}"
+def assert_written_like(ours: dict, reference: dict) -> None:
+    """Our native `base_model` sets exactly the fields the reference (Fast-LLM's importer) sets, to the same
+    values: Fast-LLM compares explicitly set fields, so a field set on one side only is a difference."""
+    mine, theirs = leaves(ours), leaves(reference)
+    assert sorted(".".join(p) for p in set(mine) - set(theirs)) == [], "fields set by weightport only"
+    assert sorted(".".join(p) for p in set(theirs) - set(mine)) == [], "fields set by the reference only"
+    assert {".".join(p): v for p, v in mine.items() if theirs[p] != v} == {}, "fields set to other values"
+
+
+def assert_same_native_model(ours: dict, reference: dict, model: str = "gpt") -> None:
+    """Two native `base_model` configs describe the same model (defaults and equivalent forms resolved)."""
+    assert canonical(resolve(model, ours)) == canonical(resolve(model, reference))
 
 
 def assert_same_model_config(a: dict, b: dict, family: str, ignore: tuple[str, ...] = ()) -> None:

@@ -10,8 +10,8 @@ import torch
 import weightport
 from weightport import families
 from helpers import (
-    GOLDENS, assert_native_config_covers, logits, assert_same_model_config, assert_same_tensors, hf_config,
-    native_meta, tensors,
+    GOLDENS, assert_same_model_config, assert_same_native_model, assert_same_tensors, assert_written_like, hf_config,
+    logits, native_meta, tensors,
 )
 
 CASES = sorted(p.name for p in GOLDENS.iterdir() if (p / "case.json").is_file()
@@ -40,8 +40,8 @@ def test_hf_import_equals_golden_native_and_comes_back_whole(name, tmp_path):
     golden = GOLDENS / name
     weightport.convert(golden / "hf", tmp_path / "native")
     assert_same_tensors(tensors(tmp_path / "native"), tensors(golden / "fast_llm"), upcast=True)
-    assert_native_config_covers(native_meta(tmp_path / "native")["config"]["base_model"],
-                                native_meta(golden / "fast_llm")["config"]["base_model"])
+    assert_written_like(native_meta(tmp_path / "native")["config"]["base_model"],
+                        native_meta(golden / "fast_llm")["config"]["base_model"])
     weightport.convert(tmp_path / "native", tmp_path / "hf")
     assert_same_tensors(tensors(tmp_path / "hf"), tensors(golden / "hf"))
     assert hf_config(tmp_path / "hf") == hf_config(golden / "hf")
@@ -71,10 +71,14 @@ def test_native_export_equals_golden_hf_and_comes_back(name, tmp_path):
     assert_same_model_config(hf_config(tmp_path / "hf"), hf_config(golden / "hf"), fmt, FAST_LLM_DEFECTS.get(name, ()))
     weightport.convert(tmp_path / "hf", tmp_path / "native")
     assert_same_tensors(tensors(tmp_path / "native"), tensors(golden / "fast_llm"))
-    assert_native_config_covers(native_meta(tmp_path / "native")["config"]["base_model"],
-                                native_meta(golden / "fast_llm")["config"]["base_model"])
+    model = native_meta(golden / "fast_llm")["model"]
+    assert_same_native_model(native_meta(tmp_path / "native")["config"]["base_model"],
+                             native_meta(golden / "fast_llm")["config"]["base_model"], model)
     weightport.convert(golden / "hf", tmp_path / "from_golden_hf", format=fmt)
     assert_same_tensors(tensors(tmp_path / "from_golden_hf"), tensors(golden / "fast_llm"))
+    if (golden / "roundtrip").is_dir():  # Fast-LLM's importer read the same hf/: we write what it wrote
+        assert_written_like(native_meta(tmp_path / "from_golden_hf")["config"]["base_model"],
+                            native_meta(golden / "roundtrip")["config"]["base_model"])
 
 
 def in_transformers(name: str) -> bool:

@@ -31,8 +31,9 @@ def Layout(native: str, hf: str, blocks: dict[str, tuple]) -> config_rules.Layou
 
 
 def NoBiases(*layers: str, reason: str = "") -> tuple[Constant, ...]:
-    """Per-layer bias switches left unset (`{layer}.bias.enabled`), so the block's own switch decides."""
-    return tuple(Constant(None, native=f"{layer}.bias.enabled", reason=reason) for layer in layers)
+    """Per-layer bias switches left unset (`{layer}.bias.enabled`), so the block's own switch decides; not written
+    natively, as Fast-LLM's importers leave them unset."""
+    return tuple(Constant(None, native=f"{layer}.bias.enabled", reason=reason, write=False) for layer in layers)
 
 
 def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each:

@@ -49,17 +49,47 @@ def test_resolve_derives_yarn_attention_factor() -> None:
     assert rotary["attention_factor"] == 1.0
 
 
-def test_resolve_drops_training_fields() -> None:
+def test_resolve_drops_inert_fields() -> None:
+    """Fields that do not change the model, as real Fast-LLM training runs write them, anywhere they exist."""
     config = resolve("gpt", {
-        "initialization": {"std": 0.02}, "embeddings": {"dropout": 0.1, "lr_scale": 2.0},
-        "decoder": {"block": {"dropout": 0.1, "mixer": {"lr_scale": 0.5, "implementation": "flash"},
-                              "mlp": {"type": "moe", "auxiliary_loss_coefficient": 0.1, "jitter_eps": 0.01}}},
+        "use_megatron_initialization": True, "lr_scale": 0.5,
+        "embeddings": {"dropout": 0.1, "lr_scale": 2.0, "vocab_parallel": False,
+                       "word_embeddings": {"initialization": {"type": "normal", "std": 0.02}, "lr_scale": 0.1}},
+        "decoder": {"type": None, "block": {
+            "dropout": 0.1, "mixer": {"lr_scale": 0.5, "implementation": "flash"},
+            "mlp": {"type": "moe", "auxiliary_loss_coefficient": 0.1, "jitter_eps": 0.01,
+                    "dropless_dynamic_shape": True, "layer_2": {"weight": {"weight_decay": False}}}}},
+        "head": {"cross_entropy_splits": 2, "loss_implementation": "torch", "prediction_loss_coefficient": [1.0],
+                 "losses": {"lm": {"type": "label"}}, "normalization": {"type": "rms_norm", "lr_scale": 0.3}},
     })
-    assert "initialization" not in config and "dropout" not in config["embeddings"]
+    assert "use_megatron_initialization" not in config and "lr_scale" not in config
+    assert config["embeddings"]["word_embeddings"] == {} and "dropout" not in config["embeddings"]
     block = config["decoder"]["block"]
+    assert config["decoder"]["type"] == "fixed"  # `type: null` (a verbose dump) is the default type
     assert "dropout" not in block and "lr_scale" not in block["mixer"] and "implementation" not in block["mixer"]
     assert "auxiliary_loss_coefficient" not in block["mlp"] and "jitter_eps" not in block["mlp"]
-    assert block["mlp"]["experts"] == 2
+    assert block["mlp"]["experts"] == 2 and block["mlp"]["layer_2"]["weight"] == {}
+    assert set(config["head"]) == {"normalization", "output_weight", "prediction_heads", "final_logit_softcap",
+                                   "logits_scale_factor"}
+
+
+def test_resolve_refuses_fields_fast_llm_does_not_have() -> None:
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) decoder.block.mlp.router.bias for linear"):
+        resolve("gpt", {"decoder": {"block": {"mlp": {"type": "moe", "router": {"bias": {"enabled": False}}}}}})
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) initialization for gpt"):
+        resolve("gpt", {"initialization": {"std": 0.02}})
+    with pytest.raises(ConfigError, match=r"embeddings.type = 'x', but a embeddings config has no types"):
+        resolve("gpt", {"embeddings": {"type": "x"}})
+
+
+def test_resolve_types_fields_that_fast_llm_types_with_a_subclass() -> None:
+    gdn = resolve("mixer", {"type": "gdn"})
+    assert gdn["normalization"]["type"] == "gated_rms_norm"
+    with pytest.raises(ConfigError, match=r"normalization.type = 'rms_norm' is not a normalization type allowed "
+                                          r"there \(allowed: gated_rms_norm\)"):
+        resolve("mixer", {"type": "gdn", "normalization": {"type": "rms_norm"}})
+    with pytest.raises(ConfigError, match=r"routed.type = 'mlp' is not a mlp type allowed there"):
+        resolve("mlp", {"type": "hybrid_moe", "routed": {"type": "mlp"}})
 
 
 def test_resolve_rejects_unknown_field_with_path() -> None:
@@ -74,8 +104,9 @@ def test_resolve_rejects_field_of_another_type() -> None:
 
 
 def test_resolve_rejects_unknown_type_with_path() -> None:
-    with pytest.raises(ConfigError, match=r"decoder.block.normalization.type = 'batch_norm' is not a known "
-                                          r"normalization type \(known: fixed_rms_norm, gated_rms_norm, layer_norm"):
+    with pytest.raises(ConfigError, match=r"decoder.block.normalization.type = 'batch_norm' is not a "
+                                          r"normalization type allowed there \(allowed: fixed_rms_norm, "
+                                          r"gated_rms_norm, layer_norm"):
         resolve("gpt", {"decoder": {"block": {"normalization": {"type": "batch_norm"}}}})
 
 
@@ -121,7 +152,7 @@ def test_blocks_pattern(num_blocks: int, expected: list[str]) -> None:
 
 
 def test_blocks_pattern_errors() -> None:
-    with pytest.raises(ConfigError, match="non-empty `pattern`"):
+    with pytest.raises(ConfigError, match="non-empty list `pattern`, got None"):
         blocks(resolve("block_sequence", {"type": "pattern", "blocks": {"a": {}}}))
     with pytest.raises(ConfigError, match=r"pattern names \['c'\] have no entry in `blocks`"):
         blocks(resolve("block_sequence", {"type": "pattern", "pattern": ["a", "c"], "blocks": {"a": {}}}))

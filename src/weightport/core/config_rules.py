@@ -21,22 +21,27 @@ from weightport.errors import ConfigError, SpecError, report
 class Rename:
     """The same value under two names. `values` maps HF spellings to native ones (the first HF spelling of each
     native value is the one written); `default` (a value, or a function of the HF section) fills an absent, null
-    or `"auto"` HF key; a native value equal to `omit` is not written; a null native value is written as the native
-    value at `none_from` (an effective setting, e.g. a layer bias that follows `add_linear_biases`)."""
+    or `"auto"` HF key; a native value equal to `omit` is not written to HF; an imported value equal to `unset` is
+    left unset natively (it must be the schema default; this is where Fast-LLM's importer leaves it unset); a null
+    native value is written as the native value at `none_from` (an effective setting, e.g. a layer bias that
+    follows `add_linear_biases`)."""
 
     native: str
     hf: str
     values: Mapping[Any, Any] | None = None
     default: Any = MISSING
     omit: Any = MISSING
+    unset: Any = MISSING
     none_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Constant:
-    """A value fixed on one side: a native field set on import and checked on export (a training setting, absent
-    from resolved configs, is only set), or an HF key written on export (unless `write=False`) and checked (if
-    present) on import, where the values in `also` are accepted too."""
+    """A value fixed on one side: a native field set on import and checked on export (an inert field, absent
+    from resolved configs, is only set), or an HF key written on export and checked (if present) on import, where
+    the values in `also` are accepted too. With `write=False` the value is only checked: a native field is left
+    unset on import (it must then be the schema default, as where Fast-LLM's importer leaves it unset), an HF key
+    is not written on export."""
 
     value: Any
     native: str | None = None
@@ -213,10 +218,12 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
                         f"{dotted(path)} = {value!r} is not supported (supported: {', '.join(map(str, rule.values))})")
                     continue
                 value = rule.values[value]
-            _set(native, join(n, rule.native), value, path, run)
+            if rule.unset is MISSING or value != rule.unset:
+                _set(native, join(n, rule.native), value, path, run)
         elif isinstance(rule, Constant):
             if rule.native is not None:
-                put(native, join(n, rule.native), rule.value)
+                if rule.write:
+                    put(native, join(n, rule.native), rule.value)
             else:
                 path = join(h, rule.hf)
                 run.hf_claims.add(path)

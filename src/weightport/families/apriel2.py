@@ -27,7 +27,7 @@ ATTENTION = override(apriel2_text.ATTENTION, (
     ROTARY,
     Rename("add_linear_biases", "add_linear_biases"),
     Rename("causal", "causal"),
-    Constant(None, native="window_size", reason="vision attention sees the whole image"),
+    Constant(None, native="window_size", reason="vision attention sees the whole image", write=False),
     Constant(False, hf="cross_document_attention", reason="images attend within themselves"),
 ))
 BLOCK = override(apriel2_text.BLOCK, (Choice("mixer", "mixer", {"attention": ("attention", ATTENTION)}),))
@@ -37,7 +37,8 @@ VISION = (
     Rename("embeddings.patch_width", "embeddings.patch_width"),
     Constant(3, hf="embeddings.input_channels", reason="images are RGB"),
     Constant(3, hf="num_channels", reason="images are RGB"),
-    Constant(None, native="embeddings.patch_embeddings.bias.enabled", reason="the patch embedding has no bias"),
+    Constant(None, native="embeddings.patch_embeddings.bias.enabled", reason="the patch embedding has no bias",
+             write=False),
     Choice("embeddings.normalization", "embeddings.normalization", apriel2_text.RMS_NORM),
     Choice("encoder", "encoder", {"fixed": ("fixed", (Rename("num_blocks", "num_blocks"),
                                                       Nested("block", "block", BLOCK)))}),

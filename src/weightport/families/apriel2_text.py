@@ -8,7 +8,7 @@ from weightport.families import llama
 from weightport.families.apriel_hybrid_ssm import GATED_NORM, GDN_WEIGHTS, MAMBA_WEIGHTS
 from weightport.spec import (
     Blocks, Choice, Constant, Entries, Ignore, Items, Linear, ModelSpec, Nested, NoBiases, Rename, Section, Switch,
-    T, Tensor,
+    T, Tensor, override,
 )
 
 AUTO_MAP = {
@@ -25,7 +25,7 @@ def _same(*names: str, **defaults: object) -> tuple:
 
 def _bias(*layers: str) -> tuple:
     """Per-layer bias switches, written only when set."""
-    return tuple(Rename(f"{layer}.bias.enabled", f"{layer}.bias.enabled", default=None, omit=None)
+    return tuple(Rename(f"{layer}.bias.enabled", f"{layer}.bias.enabled", default=None, omit=None, unset=None)
                  for layer in layers)
 
 
@@ -35,19 +35,21 @@ ROTARY = Choice("rotary", "rotary", options={
     "llama3": ("llama3", _same(*CONTEXT, "low_frequency_factor", "high_frequency_factor")),
     "yarn": ("yarn", _same(*CONTEXT, "beta_fast", "beta_slow", attention_factor=None)),
 })
+NORM = override(GATED_NORM, (Constant("gated_rms_norm", native="normalization.type"),))  # the type is written
 CONVOLUTION = (Rename("convolution_layer.kernel_size", "convolution_layer.kernel_size", default=4),
-               Constant(None, native="convolution_layer.activation"))
+               Constant(None, native="convolution_layer.activation", write=False),
+               Constant(None, native="convolution_layer.bias.enabled", write=False))
 ATTENTION = (
     *_same("heads", "head_groups", "head_size"),
     ROTARY,
     Rename("add_linear_biases", "add_linear_biases", default=True, omit=True),
-    Rename("window_size", "window_size", default=None, omit=None),
+    Rename("window_size", "window_size", default=None, omit=None, unset=None),
     *_bias("query_layer", "key_layer", "value_layer", "dense_layer"),
-    Constant(True, native="causal", reason="Apriel2 attention is causal"),
-    Constant(0.5, native="softmax_scale_power"),
+    Constant(True, native="causal", reason="Apriel2 attention is causal", write=False),
+    Constant(0.5, native="softmax_scale_power", write=False),
     *(Constant(None, native=norm) for norm in ("query_norm", "key_norm", "value_norm")),
     Constant(False, native="shared_key_value"),
-    Constant(0.0, native="dropout", reason="Apriel2 has no attention dropout setting"),
+    Constant(0.0, native="dropout", reason="Apriel2 has no attention dropout setting", write=False),
 )
 MAMBA = (
     *_same("state_size", "d_inner", "d_xb", "dt_rank", "add_linear_biases"),
@@ -59,21 +61,20 @@ MAMBA = (
     *NoBiases("z_layer", "x_layer", "b_layer", "c_layer", "dt_input_layer", "output_layer"),
 )
 GDN = (
-    *_same("value_heads", "key_heads", "key_head_dim", "value_head_dim"), *CONVOLUTION,
-    Constant(None, native="convolution_layer.bias.enabled"), *GATED_NORM,
+    *_same("value_heads", "key_heads", "key_head_dim", "value_head_dim"), *CONVOLUTION, *NORM,
     *NoBiases("qkv_projection_layer", "ba_projection_layer", "output_layer"),
 )
 KDA = (
-    *_same("heads", "head_dim"), *CONVOLUTION, Constant(None, native="convolution_layer.bias.enabled"),
+    *_same("heads", "head_dim"), *CONVOLUTION,
     Rename("normalization.epsilon", "normalization.epsilon", default=1e-5),
-    *(rule for rule in GATED_NORM if rule.native != "normalization.epsilon"),
+    *(rule for rule in NORM if rule.native != "normalization.epsilon"),
     *NoBiases(*(f"{p}_projection_layer" for p in ("q", "k", "v", "f_a", "f_b", "g_a", "g_b", "beta", "output"))),
 )
 MIXERS = {"attention": ("attention", ATTENTION), "mamba": ("mamba", MAMBA), "gdn": ("gdn", GDN), "kda": ("kda", KDA)}
 STOCHASTIC = (
     Entries("mixers", "mixers", (Choice("", "", MIXERS),)),
     Rename("main_mixer_name", "main_mixer_name"),
-    Rename("sampling_strategy", "sampling_strategy", default="uniform", omit="uniform"),
+    Rename("sampling_strategy", "sampling_strategy", default="uniform", omit="uniform", unset="uniform"),
 )
 MLP = (
     *_same("intermediate_size", "gated", "add_linear_biases"),
@@ -89,14 +90,14 @@ BLOCK = (
     Choice("mlp", "mlp", {"mlp": ("mlp", MLP)}),
     Choice("normalization", "normalization", RMS_NORM),
     *(Constant(None, native=f"{n}_normalization") for n in ("pre_mixer", "pre_mlp", "post_mixer", "post_mlp")),
-    Constant(None, native="output_scale.enabled"),
+    Constant(None, native="output_scale.enabled", write=False),
 )
 CONFIG = (
     Rename("hidden_size", "hidden_size"),
     Rename("embeddings.vocab_size", "vocab_size"),
     Rename("tied_embedding_weight", "tie_word_embeddings", default=False),
     Constant(1.0, native="embeddings.embedding_scale"),
-    Constant(None, native="embeddings.position_embeddings.enabled"),
+    Constant(None, native="embeddings.position_embeddings.enabled", write=False),
     Ignore(native="embeddings.num_position_embeddings", reason="used only by position embeddings"),
     Ignore(hf="embeddings.max_position_embeddings", reason="native models have no position limit; kept in metadata"),
     Choice("decoder", "decoder", {
@@ -106,7 +107,7 @@ CONFIG = (
     Choice("head.normalization", "head.normalization", RMS_NORM),
     Constant(1, native="head.prediction_heads"),
     Constant(None, native="head.final_logit_softcap"),
-    Constant(1.0, native="head.logits_scale_factor"),
+    Constant(1.0, native="head.logits_scale_factor", write=False),
     Constant("none", native="peft.type", reason="merge adapters before converting"),
     Constant(AUTO_MAP, hf="auto_map", reason="the transformers classes are remote code"),
 )

@@ -21,11 +21,11 @@ AUTO_MAP = {
 
 
 MIXER_BIAS = "follows the mixer's bias switch"
-GATED_NORM = (
-    Constant("gated_rms_norm", native="normalization.type"),
-    Constant(1e-5, native="normalization.epsilon", reason="not configurable in HF"),
-    Constant(False, native="normalization.zero_centered"),
-    Constant("silu", native="normalization.activation"),
+GATED_NORM = (  # Fast-LLM types this field as a gated RMS norm, and its importers leave it at its defaults
+    Constant("gated_rms_norm", native="normalization.type", write=False),
+    Constant(1e-5, native="normalization.epsilon", reason="not configurable in HF", write=False),
+    Constant(False, native="normalization.zero_centered", write=False),
+    Constant("silu", native="normalization.activation", write=False),
 )
 MAMBA = (
     Constant("mamba", native="type"),

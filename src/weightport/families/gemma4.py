@@ -11,15 +11,18 @@ transformers 5.15 and later write the full-layer sizes as `per_layer_config`; bo
 
 from weightport.families import llama
 from weightport.spec import (
-    PER_LAYER, Blocks, Choice, Constant, Derived, Flatten, Ignore, Layout, Linear, ModelSpec, Nested, Rename, Section,
+    PER_LAYER, Blocks, Choice, Constant, Derived, Flatten, Ignore, Layout, Linear, ModelSpec, Nested, NoBiases, Rename,
+    Section,
     Switch, T, Tensor,
 )
 
 
-def _norm(path: str, kind: str = "rms_norm") -> tuple:
-    """A norm of `kind` whose epsilon is the model's `rms_norm_eps`."""
+def _norm(path: str, kind: str = "rms_norm", write_zero_centered: bool = False) -> tuple:
+    """A norm of `kind` whose epsilon is the model's `rms_norm_eps` (Fast-LLM's importer sets `zero_centered` only
+    for the head's)."""
     rules = (Constant(kind, native=f"{path}.type"), Rename(f"{path}.epsilon", "rms_norm_eps"))
-    return rules + ((Constant(False, native=f"{path}.zero_centered"),) if kind == "rms_norm" else ())
+    zero_centered = Constant(False, native=f"{path}.zero_centered", write=write_zero_centered)
+    return rules + ((zero_centered,) if kind == "rms_norm" else ())
 
 
 def _full_kv_heads(hf: dict) -> int:
@@ -33,17 +36,16 @@ ATTENTION = (
     Constant("attention", native="type"),
     Rename("heads", "num_attention_heads"),
     Constant(False, native="add_linear_biases", reason="Gemma 4 attention has no biases"),
-    *(Constant(None, native=f"{layer}.bias.enabled") for layer in ("query_layer", "key_layer", "value_layer",
-                                                                     "dense_layer")),
+    *NoBiases("query_layer", "key_layer", "value_layer", "dense_layer"),
     Rename("dropout", "attention_dropout", default=0.0),
-    Constant(True, native="causal"),
+    Constant(True, native="causal", write=False),
     Constant(0.0, native="softmax_scale_power", reason="Gemma 4 does not scale attention scores"),
     *_norm("query_norm"), *_norm("key_norm"), *_norm("value_norm", "fixed_rms_norm"),
 )
 SLIDING = (
     Rename("head_size", "head_dim"),
     Rename("head_groups", "num_key_value_heads"),
-    Constant(False, native="shared_key_value"),
+    Constant(False, native="shared_key_value", write=False),
     Rename("window_size", "sliding_window"),
     Constant("default", native="rotary.type"),
     Constant("default", hf=f"{ROPE}.sliding_attention.rope_type"),
@@ -52,8 +54,8 @@ SLIDING = (
 FULL = (
     Rename("head_size", "global_head_dim"),
     Derived("head_groups", _full_kv_heads, hf="num_global_key_value_heads", reason="full layers' KV heads"),
-    Rename("shared_key_value", "attention_k_eq_v", default=False),
-    Constant(None, native="window_size", reason="full layers attend to the whole context"),
+    Rename("shared_key_value", "attention_k_eq_v", default=False, unset=False),
+    Constant(None, native="window_size", reason="full layers attend to the whole context", write=False),
     Constant("proportional", native="rotary.type"),
     Constant("proportional", hf=f"{ROPE}.full_attention.rope_type"),
     Rename("rotary.theta", f"{ROPE}.full_attention.rope_theta"),
@@ -63,8 +65,7 @@ GATED = (  # every MLP of Gemma 4: dense, routed experts
     Rename("activation", "hidden_activation", values=llama.ACTIVATIONS),
     Constant(True, native="gated"),
     Constant(False, native="add_linear_biases"),
-    Constant(None, native="layer_1.bias.enabled"),
-    Constant(None, native="layer_2.bias.enabled"),
+    *NoBiases("layer_1", "layer_2"),
 )
 DENSE = (Constant("mlp", native="type"), *GATED, Rename("intermediate_size", "intermediate_size"))
 HYBRID = (
@@ -72,14 +73,14 @@ HYBRID = (
     Nested("routed", "", (
         Constant("moe", native="type"), *GATED, Rename("intermediate_size", "moe_intermediate_size"),
         Rename("experts", "num_experts"), Rename("experts_per_token", "top_k_experts"),
-        Constant(0, native="shared_experts"), Constant("aux_loss", native="routing"),
-        Constant(None, native="router.bias.enabled"), *_norm("router_normalization", "fixed_rms_norm"),
+        Constant(0, native="shared_experts", write=False), Constant("aux_loss", native="routing", write=False),
+        *_norm("router_normalization", "fixed_rms_norm"),
         Constant(True, native="router_scale.enabled"), Constant(True, native="router_per_expert_scale.enabled"),
         Derived("router_input_scale", lambda hf: hf["hidden_size"] ** -0.5, reason="the router reads x / sqrt(H)"),
         *_norm("pre_norm"), *_norm("post_norm"),
     )),
-    Constant(None, native="pre_norm"),
-    Constant(None, native="post_norm"),
+    Constant(None, native="pre_norm", write=False),
+    Constant(None, native="post_norm", write=False),
 )
 
 
@@ -88,11 +89,12 @@ def _block(mixer: tuple) -> tuple:
         Constant("decoder", native="type"),
         Nested("mixer", "", ATTENTION + mixer),
         Choice("mlp", "", key="enable_moe_block", default=False, options={
-            "mlp": (False, (*DENSE, Constant(None, native="pre_norm"), Constant(None, native="post_norm"))),
+            "mlp": (False, (*DENSE, Constant(None, native="pre_norm", write=False),
+                            Constant(None, native="post_norm", write=False))),
             "hybrid_moe": (True, HYBRID),
         }),
         *_norm("normalization"), *_norm("post_mixer_normalization"), *_norm("post_mlp_normalization"),
-        Constant(None, native="pre_mixer_normalization"),
+        Constant(None, native="pre_mixer_normalization", write=False),
         Derived("pre_mlp_normalization", lambda hf: {"type": "none"} if hf.get("enable_moe_block") else
                 {"type": "rms_norm", "epsilon": hf["rms_norm_eps"]}, reason="MoE blocks normalize in each branch"),
         Constant(True, native="output_scale.enabled", reason="the frozen layer_scalar"),
@@ -104,15 +106,15 @@ CONFIG = (
     Rename("hidden_size", "hidden_size"),
     Rename("embeddings.vocab_size", "vocab_size"),
     Derived("embeddings.embedding_scale", lambda hf: hf["hidden_size"] ** 0.5, reason="embeddings scale by sqrt(H)"),
-    Constant(None, native="embeddings.position_embeddings.enabled"),
+    Constant(None, native="embeddings.position_embeddings.enabled", write=False),
     Ignore(native="embeddings.num_position_embeddings", reason="used only by position embeddings"),
     Rename("tied_embedding_weight", "tie_word_embeddings", default=True),
     Rename("decoder.num_blocks", "num_hidden_layers"),
     Layout("decoder", "layer_types", {"sliding_attention": _block(SLIDING), "full_attention": _block(FULL)}),
-    *_norm("head.normalization"),
-    Constant(1, native="head.prediction_heads"),
-    Rename("head.final_logit_softcap", "final_logit_softcapping", default=None),
-    Constant(1.0, native="head.logits_scale_factor"),
+    *_norm("head.normalization", write_zero_centered=True),
+    Constant(1, native="head.prediction_heads", write=False),
+    Rename("head.final_logit_softcap", "final_logit_softcapping", default=None, unset=None),
+    Constant(1.0, native="head.logits_scale_factor", write=False),
     Constant("none", native="peft.type", reason="merge adapters before converting"),
     Constant(False, hf="attention_bias", reason="Gemma 4 attention has no biases"),
     Constant(0, hf="hidden_size_per_layer_input", reason="per-layer input embeddings are not supported"),

@@ -50,7 +50,7 @@ ATTENTION = (
     Constant(None, native="key_norm"),
     Constant(None, native="value_norm"),
     Constant(False, native="shared_key_value"),
-    Constant(None, native="window_size", reason="Llama attends to the whole context"),
+    Constant(None, native="window_size", reason="Llama attends to the whole context", write=False),
 )
 MLP = (
     Constant("mlp", native="type"),
@@ -70,14 +70,15 @@ BLOCK = (
     Rename("normalization.epsilon", "rms_norm_eps", default=1e-6),
     Constant(False, native="normalization.zero_centered"),
     *(Constant(None, native=f"{n}_normalization") for n in ("pre_mixer", "pre_mlp", "post_mixer", "post_mlp")),
-    Constant(None, native="output_scale.enabled"),
+    Constant(None, native="output_scale.enabled", write=False),
 )
 CONFIG = (
     Rename("hidden_size", "hidden_size"),
     Rename("embeddings.vocab_size", "vocab_size"),
     Rename("tied_embedding_weight", "tie_word_embeddings", default=False),
     Constant(1.0, native="embeddings.embedding_scale", reason="Llama does not scale embeddings"),
-    Constant(None, native="embeddings.position_embeddings.enabled", reason="Llama has rotary positions only"),
+    Constant(None, native="embeddings.position_embeddings.enabled", reason="Llama has rotary positions only",
+             write=False),
     Ignore(native="embeddings.num_position_embeddings", reason="used only by position embeddings"),
     Ignore(hf="max_position_embeddings", reason="native models have no position limit; kept in metadata"),
     Ignore(hf="pretraining_tp", reason="a tensor-parallel hint of pretraining; no effect on the model"),
@@ -89,7 +90,7 @@ CONFIG = (
     Constant(False, native="head.normalization.zero_centered"),
     Constant(1, native="head.prediction_heads", reason="Llama predicts one token"),
     Constant(None, native="head.final_logit_softcap"),
-    Constant(1.0, native="head.logits_scale_factor", reason="Llama does not scale logits"),
+    Constant(1.0, native="head.logits_scale_factor", reason="Llama does not scale logits", write=False),
     Constant("none", native="peft.type", reason="merge adapters before converting"),
 )
 

@@ -7,7 +7,8 @@ with 2-D rotary. The projector is the native vision adapter (`linear_2` stored t
 
 from weightport.families import llama, mistral
 from weightport.spec import (
-    Blocks, Choice, Constant, Derived, Flatten, Ignore, Linear, ModelSpec, Nested, Rename, Section, T, Tensor,
+    Blocks, Choice, Constant, Derived, Flatten, Ignore, Linear, ModelSpec, Nested, NoBiases, Rename, Section, T,
+    Tensor,
 )
 
 # Pixtral's image normalization (CLIP statistics), which Fast-LLM records with the vision encoder.
@@ -32,13 +33,13 @@ VISION_BLOCK = (
         Rename("head_groups", "num_attention_heads"),
         Rename("head_size", "head_dim", default=llama.default_head_size),
         Constant(False, native="add_linear_biases"),
-        *(Constant(None, native=f"{layer}.bias.enabled") for layer in UNSET),
+        *NoBiases(*UNSET),
         Rename("dropout", "attention_dropout", default=0.0),
         Constant(False, native="causal", reason="vision attention sees the whole image"),
         Constant(0.5, native="softmax_scale_power"),
         *(Constant(None, native=norm) for norm in ("query_norm", "key_norm", "value_norm")),
         Constant(False, native="shared_key_value"),
-        Constant(None, native="window_size"),
+        Constant(None, native="window_size", write=False),
         Constant("default_2d", native="rotary.type", reason="Pixtral's 2-D rotary"),
         Constant("default", hf="rope_parameters.rope_type", also=("axial",), reason="transformers 5.2x says axial"),
         Rename("rotary.theta", "rope_parameters.rope_theta", default=10000.0),
@@ -49,14 +50,13 @@ VISION_BLOCK = (
         Rename("activation", "hidden_act", values=llama.ACTIVATIONS),
         Constant(True, native="gated"),
         Constant(False, native="add_linear_biases"),
-        Constant(None, native="layer_1.bias.enabled"),
-        Constant(None, native="layer_2.bias.enabled"),
+        *NoBiases("layer_1", "layer_2"),
         Constant(None, native="pre_norm"),
         Constant(None, native="post_norm"),
     )),
     *_rms("normalization"),
     *(Constant(None, native=f"{n}_normalization") for n in ("pre_mixer", "pre_mlp", "post_mixer", "post_mlp")),
-    Constant(None, native="output_scale.enabled"),
+    Constant(None, native="output_scale.enabled", write=False),
 )
 VISION = (
     Constant("pixtral", hf="model_type", reason="the vision encoder is Pixtral"),
@@ -65,7 +65,7 @@ VISION = (
     Rename("embeddings.patch_width", "patch_size"),
     Constant(3, hf="num_channels", reason="images are RGB"),
     Constant(None, native="embeddings.patch_embeddings.bias.enabled",
-             reason="Pixtral's patch convolution has no bias"),
+             reason="Pixtral's patch convolution has no bias", write=False),
     *_rms("embeddings.normalization"),
     Constant("fixed", native="encoder.type"),
     Rename("encoder.num_blocks", "num_hidden_layers"),
@@ -81,8 +81,7 @@ ADAPTER = (
     Rename("add_linear_biases", "multimodal_projector_bias", default=True),
     Derived("intermediate_size", lambda hf: hf["text_config"]["hidden_size"], reason="the projector is text-sized"),
     Constant(False, native="gated"),
-    Constant(None, native="layer_1.bias.enabled"),
-    Constant(None, native="layer_2.bias.enabled"),
+    *NoBiases("layer_1", "layer_2"),
     Constant(None, native="pre_norm"),
     Constant(None, native="post_norm"),
 )

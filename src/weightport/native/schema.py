@@ -1,9 +1,16 @@
 """The native (Fast-LLM) base-model config schema, as data: kinds, their `type` subclasses, fields and defaults.
 
-Native configs on disk are sparse: only explicitly set fields and `type` discriminators are written. `resolve`
-fills in every default and default subclass (a missing normalization `type` means `layer_norm`, a missing mixer
-`type` means `attention`, ...), so the rest of weightport always sees complete configs. Fields marked
-`arch=False` are training settings: accepted, kept out of the resolved config, never converted.
+Source: Fast-LLM 0.4.0 (commit 7d61a1b), the config classes under `fast_llm/layers/**/config.py`,
+`fast_llm/models/gpt/config.py` and `fast_llm/layers/vision/config.py`. A kind is a Fast-LLM config base class,
+its types are the subclasses registered under their `type` names, and every field those classes define is listed:
+`Value` and `Sub` fields describe the model; `Inert` fields (training, loss, initialization, parallelism,
+learning-rate scales, kernel choices) do not change what the model computes, so any value is accepted and none is
+converted. `tests/fastllm/test_schema_matches.py` reads Fast-LLM's classes and fails when the two disagree.
+
+Native configs on disk are sparse: only explicitly set fields and `type` discriminators are written (Fast-LLM's
+verbose dumps also write `type: null` for classes without types). `resolve` fills in every default and default
+subclass (a missing normalization `type` means `layer_norm`, a missing mixer `type` means `attention`, ...) and
+drops inert fields, so the rest of weightport always sees complete configs of the model alone.
 """
 
 from __future__ import annotations
@@ -14,22 +21,32 @@ from typing import Any
 
 from weightport.core.paths import Path, dotted
 from weightport.errors import ConfigError
+from weightport.native.checkpoint import FAST_LLM_VERSION
 
 
 @dataclass(frozen=True, slots=True)
 class Value:
-    """A scalar (or list) field with its default; `arch` fields change what the model computes."""
+    """A scalar (or list) field that describes the model, with Fast-LLM's default."""
 
     default: Any = None
-    arch: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Inert:
+    """A field that does not change what the model computes (any value, scalar or sub-config): accepted on read,
+    dropped from resolved configs, never converted. `why` names the kind of setting."""
+
+    why: str
 
 
 @dataclass(frozen=True, slots=True)
 class Sub:
-    """A sub-config of a kind; `optional` ones default to None (absent)."""
+    """A sub-config of a kind. `optional` ones default to None (absent); `only` restricts the types allowed there
+    (the first is the default), where Fast-LLM types the field with a subclass."""
 
     kind: str
     optional: bool = False
+    only: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,133 +56,146 @@ class Named:
     kind: str
 
 
+Field = Value | Inert | Sub | Named
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """A config base class: its `type` subclasses, the one used when `type` is absent, and their fields."""
+    """A config base class: its `type` subclasses, the one used when `type` is absent, and their fields. A kind
+    with `typed=False` is a single class with no `type` (it is written as `type: null` at most)."""
 
-    types: dict[str, dict[str, Value | Sub | Named]]
-    default_type: str | None = None
+    types: dict[str, dict[str, Field]]
+    default_type: str
     aliases: dict[str, str] | None = None
+    typed: bool = True
 
 
-TRAINING = Value(None, arch=False)
-# Training-only settings that runs write anywhere in the tree; accepted and left out of conversion.
-TRAINING_FIELDS = frozenset(
-    {"lr_scale", "initialization", "weight_decay", "apply_peft", "implementation", "use_flash_attention",
-     "recompute_level", "losses", "vocab_parallel", "full_precision_residual", "distillation_model",
-     "distillation_loss_weight", "cross_document_attention", "dropout_rate"}
-)
+LR_SCALE = Inert("learning-rate scale")
+INITIALIZATION = Inert("initialization")
+TRAINING = Inert("training setting")
+LOSS = Inert("loss setting")
+KERNEL = Inert("implementation or performance choice")
+PARALLELISM = Inert("parallelism setting")
+PEFT = Inert("fine-tuning setting")
 
-_NORM = {"epsilon": Value(1e-5), "zero_centered": Value(False), "weight": Sub("parameter")}
+
+def _module(**fields: Field) -> dict[str, Field]:
+    """Fields of a Fast-LLM module config, which all carry a learning-rate scale."""
+    return {**fields, "lr_scale": LR_SCALE}
+
+
+_PARAMETER = {"initialization": INITIALIZATION, "lr_scale": LR_SCALE, "weight_decay": TRAINING}
+_NORM = _module(epsilon=Value(1e-5), zero_centered=Value(False), weight=Sub("parameter"), implementation=KERNEL)
 _ROPE_THETA = {"theta": Value(10000.0)}
-_LINEAR = {"weight": Sub("parameter"), "bias": Sub("optional_parameter")}
-_MLP = {
-    "intermediate_size": Value(4096), "add_linear_biases": Value(True), "gated": Value(False),
-    "activation": Value(None), "layer_1": Sub("affine_linear"), "layer_2": Sub("affine_linear"),
-    "pre_norm": Sub("normalization", optional=True), "post_norm": Sub("normalization", optional=True),
-}
+_MLP = _module(
+    intermediate_size=Value(4096), add_linear_biases=Value(True), gated=Value(False), activation=Value(None),
+    layer_1=Sub("affine_linear"), layer_2=Sub("affine_linear"), pre_norm=Sub("normalization", optional=True),
+    post_norm=Sub("normalization", optional=True), recompute_level=KERNEL,
+)
+_LANGUAGE_MODEL = _module(
+    hidden_size=Value(1024), embeddings=Sub("embeddings"), decoder=Sub("block_sequence"), head=Sub("head"),
+    tied_embedding_weight=Value(False), peft=Sub("peft"), use_megatron_initialization=INITIALIZATION,
+)
+_GATED_NORM = Sub("normalization", only=("gated_rms_norm",))
 
 KINDS: dict[str, Kind] = {
-    "gpt": Kind({"gpt": {
-        "hidden_size": Value(1024), "embeddings": Sub("embeddings"), "decoder": Sub("block_sequence"),
-        "head": Sub("head"), "tied_embedding_weight": Value(False), "peft": Sub("peft"),
-    }}, "gpt"),
+    "gpt": Kind({"gpt": _LANGUAGE_MODEL}, "gpt", typed=False),
     "multimodal": Kind({"multimodal": {
-        "hidden_size": Value(1024), "embeddings": Sub("embeddings"), "decoder": Sub("block_sequence"),
-        "head": Sub("head"), "tied_embedding_weight": Value(False), "peft": Sub("peft"),
-        "vision_encoder": Sub("vision_encoder", optional=True), "image_token_index": Value(None),
-    }}, "multimodal"),
-    "vision_encoder": Kind({"vision_encoder": {
-        "embeddings": Sub("patch_embeddings"), "encoder": Sub("block_sequence"), "adapter": Sub("mlp"),
-        "hidden_size": Value(1024), "normalization": Value(None, arch=False),  # image preprocessing statistics
-    }}, "vision_encoder"),
-    "patch_embeddings": Kind({"patch_embeddings": {
-        "patch_embeddings": Sub("affine_linear"), "normalization": Sub("normalization"), "patch_height": Value(16),
-        "patch_width": Value(16),
-    }}, "patch_embeddings"),
-    "embeddings": Kind({"embeddings": {
-        "vocab_size": Value(49152), "word_embeddings": Sub("parameter"),
-        "position_embeddings": Sub("optional_parameter"), "num_position_embeddings": Value(2048),
-        "embedding_scale": Value(1.0), "dropout": Value(0.0, arch=False),
-    }}, "embeddings"),
-    "head": Kind({"head": {
-        "normalization": Sub("normalization"), "output_weight": Sub("parameter"), "prediction_heads": Value(1),
-        "final_logit_softcap": Value(None), "logits_scale_factor": Value(1.0),
-    }}, "head"),
+        **_LANGUAGE_MODEL, "vision_encoder": Sub("vision_encoder"), "image_token_index": Value(None),
+    }}, "multimodal", typed=False),
+    "vision_encoder": Kind({"vision_encoder": _module(
+        embeddings=Sub("patch_embeddings"), encoder=Sub("block_sequence"), adapter=Sub("mlp"),
+        hidden_size=Value(1024), normalization=Inert("image preprocessing statistics"),
+    )}, "vision_encoder", typed=False),
+    "patch_embeddings": Kind({"patch_embeddings": _module(
+        patch_embeddings=Sub("affine_linear"), normalization=Sub("normalization"), patch_height=Value(16),
+        patch_width=Value(16), full_precision_residual=KERNEL,
+    )}, "patch_embeddings", typed=False),
+    "embeddings": Kind({"embeddings": _module(
+        vocab_size=Value(49152), word_embeddings=Sub("parameter"), position_embeddings=Sub("optional_parameter"),
+        num_position_embeddings=Value(2048), embedding_scale=Value(1.0), dropout=TRAINING,
+        full_precision_residual=KERNEL, vocab_parallel=PARALLELISM,
+    )}, "embeddings", typed=False),
+    "head": Kind({"head": _module(
+        normalization=Sub("normalization"), output_weight=Sub("parameter"), prediction_heads=Value(1),
+        final_logit_softcap=Value(None), logits_scale_factor=Value(1.0), losses=LOSS, loss_implementation=KERNEL,
+        cross_entropy_splits=KERNEL, prediction_loss_coefficient=LOSS,
+    )}, "head", typed=False),
     "block_sequence": Kind({
-        "fixed": {"block": Sub("block"), "num_blocks": Value(12)},
-        "pattern": {"blocks": Named("block"), "pattern": Value([]), "num_blocks": Value(12)},
+        "fixed": _module(block=Sub("block"), num_blocks=Value(12)),
+        "pattern": _module(blocks=Named("block"), pattern=Value(None), num_blocks=Value(12)),
     }, "fixed"),
-    "block": Kind({"decoder": {
-        "mixer": Sub("mixer"), "mlp": Sub("mlp"), "normalization": Sub("normalization"),
-        "pre_mixer_normalization": Sub("normalization", optional=True),
-        "pre_mlp_normalization": Sub("normalization", optional=True),
-        "post_mixer_normalization": Sub("normalization", optional=True),
-        "post_mlp_normalization": Sub("normalization", optional=True),
-        "output_scale": Sub("optional_parameter"), "dropout": Value(0.0, arch=False),
-    }}, "decoder"),
+    "block": Kind({"decoder": _module(
+        mixer=Sub("mixer"), mlp=Sub("mlp"), normalization=Sub("normalization"),
+        pre_mixer_normalization=Sub("normalization", optional=True),
+        pre_mlp_normalization=Sub("normalization", optional=True),
+        post_mixer_normalization=Sub("normalization", optional=True),
+        post_mlp_normalization=Sub("normalization", optional=True),
+        output_scale=Sub("optional_parameter"), dropout=TRAINING, distillation_model=LOSS,
+        distillation_loss_weight=LOSS,
+    )}, "decoder"),
     "mixer": Kind({
-        "attention": {
-            "heads": Value(8), "head_groups": Value(1), "head_size": Value(128), "add_linear_biases": Value(True),
-            "query_layer": Sub("affine_linear"), "key_layer": Sub("affine_linear"),
-            "value_layer": Sub("affine_linear"), "dense_layer": Sub("affine_linear"), "rotary": Sub("rotary"),
-            "causal": Value(True), "softmax_scale_power": Value(0.5),
-            "query_norm": Sub("normalization", optional=True), "key_norm": Sub("normalization", optional=True),
-            "value_norm": Sub("normalization", optional=True), "shared_key_value": Value(False),
-            # A feature field natively, but it changes what the model computes: weightport converts or refuses it.
-            "window_size": Value(None), "dropout": Value(0.0),
-        },
-        "mamba": {
-            "state_size": Value(16), "d_inner": Value(2048), "d_xb": Value(1024), "dt_rank": Value(64),
-            "add_linear_biases": Value(True), "repeat_kv_before_conv": Value(True),
+        "attention": _module(
+            heads=Value(8), head_groups=Value(1), head_size=Value(128), add_linear_biases=Value(True),
+            query_layer=Sub("affine_linear"), key_layer=Sub("affine_linear"), value_layer=Sub("affine_linear"),
+            dense_layer=Sub("affine_linear"), rotary=Sub("rotary"), causal=Value(True),
+            softmax_scale_power=Value(0.5), query_norm=Sub("normalization", optional=True),
+            key_norm=Sub("normalization", optional=True), value_norm=Sub("normalization", optional=True),
+            shared_key_value=Value(False),
+            # Feature fields natively, but they change what the model computes: converted or refused.
+            window_size=Value(None), dropout=Value(0.0),
+            use_flash_attention=KERNEL, implementation=KERNEL,
+        ),
+        "mamba": _module(
+            state_size=Value(16), d_inner=Value(2048), d_xb=Value(1024), dt_rank=Value(64),
+            add_linear_biases=Value(True), repeat_kv_before_conv=Value(True),
             **{f"{name}_layer": Sub("affine_linear") for name in ("z", "x", "b", "c", "dt_input", "dt", "output")},
-            "convolution_layer": Sub("convolution"), "d_weight": Sub("parameter"), "a_log_weight": Sub("parameter"),
-        },
-        "gdn": {
-            "value_heads": Value(16), "key_heads": Value(8), "key_head_dim": Value(64), "value_head_dim": Value(64),
-            "normalization": Sub("normalization"), "qkv_projection_layer": Sub("affine_linear"),
-            "ba_projection_layer": Sub("affine_linear"), "output_layer": Sub("affine_linear"),
-            "convolution_layer": Sub("convolution"), "dt_bias_weight": Sub("parameter"),
-            "a_log_weight": Sub("parameter"),
-        },
-        "kda": {
-            "heads": Value(16), "head_dim": Value(64), "normalization": Sub("normalization"),
+            convolution_layer=Sub("convolution"), d_weight=Sub("parameter"), a_log_weight=Sub("parameter"),
+            cross_document_attention=TRAINING,
+        ),
+        "gdn": _module(
+            value_heads=Value(16), key_heads=Value(8), key_head_dim=Value(64), value_head_dim=Value(64),
+            normalization=_GATED_NORM, qkv_projection_layer=Sub("affine_linear"),
+            ba_projection_layer=Sub("affine_linear"), output_layer=Sub("affine_linear"),
+            convolution_layer=Sub("convolution"), dt_bias_weight=Sub("parameter"), a_log_weight=Sub("parameter"),
+        ),
+        "kda": _module(
+            heads=Value(16), head_dim=Value(64), normalization=_GATED_NORM,
             **{f"{name}_projection_layer": Sub("affine_linear")
                for name in ("q", "k", "v", "f_a", "f_b", "g_a", "g_b", "beta", "output")},
-            "convolution_layer": Sub("convolution"), "dt_bias_weight": Sub("parameter"),
-            "a_log_weight": Sub("parameter"),
-        },
-        "stochastic": {
-            "mixers": Named("mixer"), "main_mixer_name": Value(None), "sampling_strategy": Value("uniform"),
-            "sampling_weights": TRAINING, "predefined_layouts": TRAINING,
-        },
+            convolution_layer=Sub("convolution"), dt_bias_weight=Sub("parameter"), a_log_weight=Sub("parameter"),
+        ),
+        "stochastic": _module(
+            mixers=Named("mixer"), main_mixer_name=Value(None), sampling_strategy=Value("uniform"),
+            sampling_weights=TRAINING, predefined_layouts=TRAINING, predefined_layout_probabilities=TRAINING,
+            seed_shift=TRAINING,
+        ),
     }, "attention", aliases={"mamba_2": "mamba"}),
-    "convolution": Kind({"convolution": {
-        "kernel_size": Value(4), "activation": Value(None), "weight": Sub("parameter"),
-        "bias": Sub("optional_parameter"),
-    }}, "convolution"),
+    "convolution": Kind({"convolution": _module(
+        kernel_size=Value(4), activation=Value(None), weight=Sub("parameter"), bias=Sub("optional_parameter"),
+    )}, "convolution", typed=False),
     "mlp": Kind({
         "mlp": _MLP,
         "moe": {
-            **_MLP, "router": Sub("affine_linear"), "experts": Value(2), "shared_experts": Value(0),
+            **_MLP, "router": Sub("linear"), "experts": Value(2), "shared_experts": Value(0),
             "experts_per_token": Value(1), "routing": Value("aux_loss"),
             "router_normalization": Sub("normalization", optional=True),
             "router_scale": Sub("optional_parameter"), "router_input_scale": Value(1.0),
             "router_per_expert_scale": Sub("optional_parameter"),
-            "auxiliary_loss_coefficient": Value(0.01, arch=False), "z_loss_coefficient": Value(0.0, arch=False),
-            "jitter_eps": Value(0.0, arch=False),
+            "auxiliary_loss_coefficient": LOSS, "z_loss_coefficient": LOSS, "jitter_eps": TRAINING,
+            "implementation": KERNEL, "dropless_dynamic_shape": KERNEL,
         },
-        "hybrid_moe": {
-            "dense": Sub("mlp"), "routed": Sub("mlp"),
-            "pre_norm": Sub("normalization", optional=True), "post_norm": Sub("normalization", optional=True),
-        },
+        "hybrid_moe": _module(
+            dense=Sub("mlp", only=("mlp",)), routed=Sub("mlp", only=("moe",)),
+            pre_norm=Sub("normalization", optional=True), post_norm=Sub("normalization", optional=True),
+        ),
     }, "mlp"),
     "normalization": Kind({
         "layer_norm": {**_NORM, "bias": Sub("parameter")},
         "rms_norm": _NORM,
         "gated_rms_norm": {**_NORM, "activation": Value("silu")},
-        "fixed_rms_norm": {"epsilon": Value(1e-5)},
-        "none": {},
+        "fixed_rms_norm": _module(epsilon=Value(1e-5)),
+        "none": _module(),
     }, "layer_norm"),
     "rotary": Kind({
         "none": {},
@@ -177,54 +207,66 @@ KINDS: dict[str, Kind] = {
         "default_2d": _ROPE_THETA,
         "proportional": {**_ROPE_THETA, "partial_rotary_factor": Value(1.0)},
     }, "none"),
-    "peft": Kind({"none": {}, "lora": {"rank": Value(8), "alpha": Value(8.0), "dropout": Value(0.0)}}, "none"),
-    "parameter": Kind({"parameter": {}}, "parameter"),
-    "optional_parameter": Kind({"optional_parameter": {"enabled": Value(None)}}, "optional_parameter"),
-    "affine_linear": Kind({"affine_linear": _LINEAR}, "affine_linear"),
+    "peft": Kind({"none": {}, "lora": {"rank": Value(8), "alpha": Value(8.0), "dropout": Value(0.0),
+                                       "freeze_others": PEFT}}, "none"),
+    "parameter": Kind({"parameter": _PARAMETER}, "parameter", typed=False),
+    "optional_parameter": Kind({"optional_parameter": {**_PARAMETER, "enabled": Value(None)}}, "optional_parameter",
+                               typed=False),
+    "affine_linear": Kind({"affine_linear": _module(weight=Sub("parameter"), bias=Sub("optional_parameter"),
+                                                    apply_peft=PEFT)}, "affine_linear", typed=False),
+    "linear": Kind({"linear": _module(weight=Sub("parameter"), apply_peft=PEFT)}, "linear", typed=False),
 }
-# Kinds whose dicts carry no `type` key on disk (they have a single class).
-UNTYPED = frozenset({"embeddings", "head", "parameter", "optional_parameter", "affine_linear", "convolution", "gpt",
-                     "multimodal", "vision_encoder", "patch_embeddings"})
-# Kinds whose `type` defaults depend on the parent: GDN and KDA normalize with a gated RMS norm.
-_NESTED_DEFAULT_TYPES = {("gdn", "normalization"): "gated_rms_norm", ("kda", "normalization"): "gated_rms_norm"}
 
 
 def resolve(kind: str, value: Any, path: Path = ()) -> Any:
-    """A complete config of `kind` from a sparse one: defaults and default subclasses applied, training fields
-    dropped."""
+    """A complete config of `kind` from a sparse one: defaults and default subclasses applied, inert fields dropped.
+
+    Raises ConfigError naming the field for an unknown type or field (Fast-LLM refuses both too) and for values
+    that break Fast-LLM's own validation rules."""
+    return _resolve(kind, value, path, ())
+
+
+def _resolve(kind: str, value: Any, path: Path, only: tuple[str, ...]) -> Any:
     if value is None:
         value = {}
     if not isinstance(value, dict):
         raise ConfigError(f"native config: {dotted(path)} should be a mapping, got {value!r}")
     spec = KINDS[kind]
-    type_name = value.get("type", spec.default_type)
+    type_name = value.get("type")
+    if not spec.typed:
+        if type_name is not None:
+            raise ConfigError(f"native config: {dotted(path + ('type',))} = {type_name!r}, but a {kind} config has "
+                              "no types; remove the field")
+        type_name = spec.default_type
+    elif type_name is None:  # absent, or `null` in Fast-LLM's verbose dumps: the default subclass
+        type_name = only[0] if only else spec.default_type
     type_name = (spec.aliases or {}).get(type_name, type_name)
-    if type_name not in spec.types:
-        raise ConfigError(
-            f"native config: {dotted(path + ('type',))} = {type_name!r} is not a known {kind} type "
-            f"(known: {', '.join(sorted(spec.types))}); check the checkpoint or report the type"
-        )
+    if type_name not in spec.types or (only and type_name not in only):
+        known = only or tuple(sorted(spec.types))
+        raise ConfigError(f"native config: {dotted(path + ('type',))} = {type_name!r} is not a {kind} type allowed "
+                          f"there (allowed: {', '.join(known)}); check the checkpoint or report the type")
     fields = spec.types[type_name]
-    unknown = sorted(set(value) - set(fields) - TRAINING_FIELDS - {"type"})
+    unknown = sorted(set(value) - set(fields) - {"type"})
     if unknown:
         raise ConfigError(
             f"native config: unknown field(s) {', '.join(dotted(path + (k,)) for k in unknown)} for {kind} "
-            f"type {type_name!r}; weightport refuses to drop settings it does not understand: remove the field if "
-            "it is a training setting, or report it"
+            f"type {type_name!r}: Fast-LLM {FAST_LLM_VERSION} has no such field, and weightport refuses to drop "
+            "settings it does not understand; check the field's spelling, or re-save the checkpoint with that "
+            "Fast-LLM version"
         )
-    out: dict[str, Any] = {} if kind in UNTYPED else {"type": type_name}
+    out: dict[str, Any] = {"type": type_name} if spec.typed else {}
     for name, field in fields.items():
         given = value.get(name)
         if isinstance(field, Value):
-            if field.arch:
-                out[name] = field.default if name not in value else given
+            out[name] = field.default if name not in value else given
         elif isinstance(field, Sub):
-            default_type = _NESTED_DEFAULT_TYPES.get((type_name, name))
-            if default_type and (given is None or "type" not in given):
-                given = {**(given or {}), "type": default_type}
-            out[name] = None if field.optional and given is None else resolve(field.kind, given, path + (name,))
-        else:
-            out[name] = {k: resolve(field.kind, v, path + (name, k)) for k, v in (given or {}).items()}
+            absent = field.optional and given is None
+            out[name] = None if absent else _resolve(field.kind, given, path + (name,), field.only)
+        elif isinstance(field, Named):
+            if given is not None and not isinstance(given, dict):
+                raise ConfigError(f"native config: {dotted(path + (name,))} should be a mapping of named "
+                                  f"{field.kind} configs, got {given!r}")
+            out[name] = {k: _resolve(field.kind, v, path + (name, k), ()) for k, v in (given or {}).items()}
     _validate(kind, out, path)
     return out
 
@@ -232,9 +274,8 @@ def resolve(kind: str, value: Any, path: Path = ()) -> Any:
 def _validate(kind: str, cfg: dict, path: Path) -> None:
     """Resolve derived defaults and check the invariants Fast-LLM enforces at validation."""
     if kind == "mlp" and cfg["type"] == "hybrid_moe":
-        if cfg["routed"]["type"] != "moe" or cfg["routed"]["shared_experts"] or cfg["dense"]["type"] != "mlp":
-            raise ConfigError(f"native config: {dotted(path)} needs a dense `mlp` and a routed `moe` without shared "
-                              "experts")
+        if cfg["routed"]["shared_experts"]:
+            raise ConfigError(f"native config: {dotted(path)}.routed cannot have shared experts in a hybrid MoE")
         return
     if kind == "mlp" and cfg["activation"] is None:
         cfg["activation"] = "silu" if cfg["gated"] else "gelu"
@@ -259,13 +300,18 @@ def blocks(sequence: dict) -> list[dict]:
     count = sequence["num_blocks"]
     if sequence["type"] == "fixed":
         return [sequence["block"]] * count
+    pattern = _pattern(sequence)
+    return [sequence["blocks"][pattern[i % len(pattern)]] for i in range(count)]
+
+
+def _pattern(sequence: dict) -> list[str]:
     pattern = sequence["pattern"]
-    if not pattern:
-        raise ConfigError("native config: a pattern block sequence needs a non-empty `pattern`")
+    if not pattern or not isinstance(pattern, list):
+        raise ConfigError(f"native config: a pattern block sequence needs a non-empty list `pattern`, got {pattern!r}")
     missing = sorted(set(pattern) - set(sequence["blocks"]))
     if missing:
         raise ConfigError(f"native config: pattern names {missing} have no entry in `blocks`")
-    return [sequence["blocks"][pattern[i % len(pattern)]] for i in range(count)]
+    return pattern
 
 
 def prediction_blocks(config: dict) -> list[dict]:
@@ -277,7 +323,7 @@ def block_names(sequence: dict) -> list[str]:
     """The block name at each position (`""` for every position of a fixed sequence)."""
     if sequence["type"] == "fixed":
         return [""] * sequence["num_blocks"]
-    pattern = sequence["pattern"]
+    pattern = _pattern(sequence)
     return [pattern[i % len(pattern)] for i in range(sequence["num_blocks"])]
 
 
