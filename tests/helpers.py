@@ -19,6 +19,22 @@ from weightport.native.schema import canonical, resolve
 ROOT = Path(__file__).resolve().parent
 GOLDENS = ROOT / "goldens"
 
+# Where Fast-LLM's own output is wrong (case.json notes), weightport differs on purpose.
+FAST_LLM_DEFECTS = {
+    "tf4_apriel_hybrid_ssm": ("hybrid_block_layout",),  # Fast-LLM writes the unexpanded pattern: 2 names, 4 layers
+    "llava": ("text_config.model_type",),  # Fast-LLM writes none, so transformers makes the Mistral text model Llama
+    # Fast-LLM writes a Llama text config (the HF class asserts apriel_ssm_thinker_hybrid) with the unexpanded layout
+    "llava_hybrid_ssm_attn_only": ("text_config.model_type", "text_config.hybrid_block_layout"),
+}
+
+
+def case(name: str) -> dict:
+    """The `case.json` of golden `name` (format, source side, knobs, Fast-LLM's own defects)."""
+    return json.loads((GOLDENS / name / "case.json").read_text())
+
+
+CASES = sorted(p.name for p in GOLDENS.iterdir() if (p / "case.json").is_file())
+
 
 def tensors(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of an HF or native folder, read with the reference safetensors library

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 import weightport
-from weightport import families
 from helpers import (
-    GOLDENS, assert_same_model_config, assert_same_native_model, assert_same_tensors, assert_written_like, hf_config,
-    logits, native_meta, tensors,
+    CASES, FAST_LLM_DEFECTS, GOLDENS, assert_same_model_config, assert_same_native_model, assert_same_tensors,
+    assert_written_like, case, hf_config, logits, native_meta, tensors,
 )
-
-CASES = sorted(p.name for p in GOLDENS.iterdir() if (p / "case.json").is_file()
-               and json.loads((p / "case.json").read_text())["format"] in families.FAMILIES)
-
-
-# Where Fast-LLM's own output is wrong (case.json notes), weightport differs on purpose.
-FAST_LLM_DEFECTS = {
-    "tf4_apriel_hybrid_ssm": ("hybrid_block_layout",),  # Fast-LLM writes the unexpanded pattern: 2 names, 4 layers
-    "llava": ("text_config.model_type",),  # Fast-LLM writes none, so transformers makes the Mistral text model Llama
-    # Fast-LLM writes a Llama text config (the HF class asserts apriel_ssm_thinker_hybrid) with the unexpanded layout
-    "llava_hybrid_ssm_attn_only": ("text_config.model_type", "text_config.hybrid_block_layout"),
-}
-
-
-def case(name: str) -> dict:
-    return json.loads((GOLDENS / name / "case.json").read_text())
 
 
 def by_source(source: str) -> list[str]:

@@ -1,0 +1,81 @@
+"""weightport writes native configs the way Fast-LLM's own importer writes them: the real Fast-LLM imports an HF
+checkpoint, weightport imports the same one, and both native checkpoints set exactly the same config fields (Fast-LLM
+compares explicitly set fields, for example in its Gemma 4 export) and hold the same tensors.
+
+The HF checkpoints are tiny real transformers models of every case in test_transformers_models.py (Gemma 4 written
+in the config layout of Fast-LLM's transformers, 5.14), and weightport's HF exports of the goldens that started on
+the native side."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import weightport
+from helpers import GOLDENS, assert_same_tensors, assert_written_like, case, native_meta, tensors
+from oracle import convert_all, import_args, needs_fastllm
+from test_transformers_models import CASES, build
+
+pytestmark = needs_fastllm
+
+# Fast-LLM's importer refuses these; weightport converts them (see MANIFEST.md's defects).
+REFUSED_BY_FAST_LLM = {
+    "qwen2_tied_head_dim_bf16": "Fast-LLM's qwen2 import rejects an explicit head_dim",
+    "llava_hybrid_ssm_attn_only": "Fast-LLM's llava_hybrid_ssm import expects model_type llava_hybrid_ssm, which "
+                                  "the HF class does not write",
+    "tf4_apriel_hybrid_ssm": "Fast-LLM's apriel_hybrid_ssm import refuses ssm_cfg keys its own HF class writes",
+}
+
+
+def readable_by_fast_llm(folder: Path) -> None:
+    """What Fast-LLM's importer needs and transformers 5.24 leaves out, filled in with transformers' own values:
+    Mixtral's `head_dim: null` becomes hidden_size / heads, and a yarn `attention_factor` is written
+    (0.1 ln(factor) + 1)."""
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("head_dim", 0) is None:
+        config["head_dim"] = config["hidden_size"] // config["num_attention_heads"]
+    rope = config.get("rope_parameters") or {}
+    if rope.get("rope_type") == "yarn" and rope.get("attention_factor") is None:
+        rope["attention_factor"] = 0.1 * math.log(rope["factor"]) + 1.0
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+MODELS = [name for name in CASES if name not in REFUSED_BY_FAST_LLM]
+NATIVE_GOLDENS = [name for name in sorted(p.name for p in GOLDENS.iterdir() if (p / "case.json").is_file())
+                  if case(name)["source"] == "fast_llm" and name not in REFUSED_BY_FAST_LLM]
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> tuple[Path, dict[str, str | None]]:
+    """Each HF checkpoint, and Fast-LLM's import of it."""
+    root = tmp_path_factory.mktemp("fast_llm_imports")
+    jobs: dict[bool, dict[str, list[str]]] = {False: {}, True: {}}
+    for name in MODELS:
+        build(name, root / name / "transformers")
+        hf = root / name / "hf"
+        if name.startswith("gemma4"):  # transformers 5.15+ writes per_layer_config, which 5.14 does not read
+            weightport.convert(root / name / "transformers", root / name / "via", to="native")
+            weightport.convert(root / name / "via", hf, hf_layout="transformers5")
+        else:
+            (root / name / "transformers").rename(hf)
+        readable_by_fast_llm(hf)
+        jobs[False][name] = import_args(hf, root / name / "fast_llm", weightport.open_checkpoint(hf).spec.name)
+    for name in NATIVE_GOLDENS:
+        fmt = case(name)["format"]
+        weightport.convert(GOLDENS / name / "fast_llm", root / name / "hf", format=fmt)
+        tf4 = name.startswith("tf4_")  # Fast-LLM reads apriel_hybrid_ssm with transformers 4
+        jobs[tf4][name] = import_args(root / name / "hf", root / name / "fast_llm", fmt,
+                                      case(name)["fast_llm_model_type"])
+    return root, {**convert_all(jobs[False], root), **convert_all(jobs[True], root, tf4=True)}
+
+
+@pytest.mark.parametrize("name", MODELS + NATIVE_GOLDENS)
+def test_weightport_writes_the_native_config_fast_llm_writes(name, imported):
+    root, results = imported
+    assert results[name] is None, f"Fast-LLM could not import the HF checkpoint:\n{results[name]}"
+    weightport.convert(root / name / "hf", root / name / "weightport", dtype="float32")  # Fast-LLM imports to fp32
+    ours, theirs = native_meta(root / name / "weightport"), native_meta(root / name / "fast_llm")
+    assert_written_like(ours["config"]["base_model"], theirs["config"]["base_model"])
+    assert ours["model"] == theirs["model"]
+    assert_same_tensors(tensors(root / name / "weightport"), tensors(root / name / "fast_llm"))
