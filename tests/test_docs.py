@@ -20,9 +20,9 @@ def smollm():
     spec = importlib.util.spec_from_file_location("smollm_example", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if "smollm" not in families.names():
-        families.register(module.SPEC)
-    return module.SPEC
+    families.register(module.SPEC)
+    yield module.SPEC
+    families.unregister("smollm")  # later tests see the built-in families only
 
 
 def test_the_guide_shows_the_example_file_verbatim(smollm):

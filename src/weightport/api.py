@@ -18,7 +18,7 @@ import numpy as np
 
 from weightport import families
 from weightport.core import config_rules, layouts
-from weightport.core.paths import MISSING, dotted, get, leaves, put, remove
+from weightport.core.paths import MISSING, dotted, get, leaves, put, remove, split
 from weightport.core.plan import Plan, Ref, Step, build
 from weightport.core.runtime import run
 from weightport.core.spec import ModelSpec
@@ -66,17 +66,29 @@ class Checkpoint:
     explicit: dict  # the native config as set by rules or found on disk (sparse)
     config: dict  # the resolved native config
     tensors: dict[str, safetensors.TensorInfo]  # native names without the `/weights` suffix on the native side
-    hf_config: dict | None  # the source config.json, or the one recorded in native metadata
+    hf_config: dict | None  # the source config.json, the one recorded in native metadata, or the origin's
     hf_layout: str
     notes: list[str]
+    carried: list[Path]  # other files of the HF checkpoint (tokenizer, ...) that conversions carry along unchanged
 
-    @property
-    def carried(self) -> list[Path]:
-        """Other files of the HF checkpoint (tokenizer, ...) that conversions carry along unchanged."""
-        folder = self.path if self.side == "hf" else self.path / CARRIED_FOLDER
-        if not folder.is_dir():
-            return []
-        return sorted(p for p in folder.iterdir() if p.is_file() and not _NOT_CARRIED.match(p.name))
+
+@dataclass(frozen=True)
+class Origin:
+    """The HF model a native checkpoint was trained from: an HF folder, or the native folder weightport wrote when
+    it imported that model (which records the config.json and keeps the other files)."""
+
+    path: Path
+    spec: ModelSpec
+    hf_config: dict
+    hf_layout: str
+    config: dict  # its resolved native config: the architecture a trained checkpoint must still have
+    carried: list[Path]
+
+
+def _carried(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not _NOT_CARRIED.match(p.name))
 
 
 def _resolve(spec: ModelSpec, explicit: dict) -> dict:
@@ -114,9 +126,7 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
         raise ConfigError(report(f"{spec.name} cannot represent this native config", diff))
     if original is None:
         return produced
-    normalized, original_layout = layouts.normalize(original, spec.layouts)
-    if not layouts.equivalent(original_layout, layout, spec.canonical):
-        original = layouts.write_layout(normalized, layout, spec.layouts, spec.canonical)
+    original = _in_layout(spec, original, layout)
     if same(original):  # the model did not change: the recorded config.json as it was
         return copy.deepcopy(original)
     final = produced
@@ -127,6 +137,29 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
         if get(original, path) is MISSING:
             final = _try(final, same, lambda c, p=path: remove(c, p))
     return final
+
+
+def _in_layout(spec: ModelSpec, original: dict, layout: str) -> dict:
+    normalized, original_layout = layouts.normalize(original, spec.layouts)
+    if layouts.equivalent(original_layout, layout, spec.canonical):
+        return original
+    return layouts.write_layout(normalized, layout, spec.layouts, spec.canonical)
+
+
+# Keys that transformers' config classes write for every model, which a native checkpoint does not hold.
+TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def not_restored(spec: ModelSpec, original: dict | None, exported: dict, layout: str) -> list[str]:
+    """The HF keys an export does not give back: those of the `original` config.json that differ or are missing in
+    `exported` (dtype keys aside, which follow the output), or without an original, the keys of the format that no
+    native config holds (kept only in weightport's metadata: `max_position_embeddings`, token ids, ...)."""
+    if original is not None:
+        original = _in_layout(spec, original, layout)
+        return [dotted(p) for p, v in leaves(original).items()
+                if p[0] not in ("dtype", "torch_dtype") and get(exported, p) != v]
+    keys = [*TOKEN_KEYS, *config_rules.ignored_hf_keys(spec.hf_rules)]
+    return [k for k in dict.fromkeys(keys) if get(exported, split(k)) is MISSING]
 
 
 def _written(spec: ModelSpec, config: dict, layout: str) -> dict:
@@ -153,29 +186,164 @@ def _value_notes(spec: ModelSpec, source: dict, config: dict, layout: str) -> li
     ]
 
 
-def open_checkpoint(path: str | Path, format: str | None = None) -> Checkpoint:
-    """Open an HF folder (config.json) or a native folder (metadata.yaml) from its config and headers."""
+def open_origin(path: str | Path, format: str | None = None) -> Origin:
+    """The HF model a native checkpoint was trained from: the original HF folder, or the native folder weightport
+    wrote at import. Raises ConfigError if it records no HF model (a native checkpoint that Fast-LLM saved)."""
     path = Path(path)
     if (path / "config.json").is_file():
+        raw = hf_config.read_config(path / "config.json")
+        try:
+            name = families.detect(raw.get("model_type"))
+        except ConfigError:
+            if format is None:
+                raise
+            name = format
+        if format is not None and format != name:
+            raise ConfigError(f"--format {format} disagrees with --origin {path}, which is {name}; drop --format")
+        spec = families.load(name)
+        _, config, layout = import_config(spec, raw)
+        return Origin(path, spec, raw, layout, config, _carried(path))
+    if (path / native_ckpt.METADATA).is_file():
+        meta = native_ckpt.read_metadata(path)
+        extras = meta["metadata"].get("weightport") or {}
+        if not isinstance(extras.get("hf_config"), dict) or not extras.get("format"):
+            raise ConfigError(f"--origin {path}: this native checkpoint records no HF model (Fast-LLM keeps no "
+                              "weightport metadata when it saves); name the original HF folder, or the native folder "
+                              "weightport wrote when it imported it")
+        spec = families.load(extras["format"])
+        if format is not None and format != spec.name:
+            raise ConfigError(f"--format {format} disagrees with --origin {path}, which is {spec.name}; drop --format")
+        config = _resolve(spec, meta["config"]["base_model"])
+        return Origin(path, spec, extras["hf_config"], extras.get("hf_layout", spec.hf_layout), config,
+                      _carried(path / CARRIED_FOLDER))
+    raise FormatError(f"--origin {path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found; name the "
+                      "HF folder training started from, or the native folder weightport wrote at import")
+
+
+def _architecture_differences(spec: ModelSpec, trained: dict, origin: dict) -> list[str]:
+    """Where two resolved native configs describe different models: HF keys where the format can write both,
+    else native fields."""
+    if canonical(trained) == canonical(origin):
+        return []
+    try:
+        mine = leaves(_written(spec, trained, layouts.CANONICAL))
+        theirs = leaves(_written(spec, origin, layouts.CANONICAL))
+        keys = sorted(set(mine) | set(theirs))
+        found = [f"config.json {dotted(p)}: {theirs.get(p, MISSING)!r} in the origin, {mine.get(p, MISSING)!r} in the "
+                 "checkpoint" for p in keys if mine.get(p, MISSING) != theirs.get(p, MISSING)]
+    except WeightportError:
+        found = []
+    if found:
+        return found
+    mine, theirs = leaves(canonical(trained)), leaves(canonical(origin))
+    return [f"native {dotted(p)}: {theirs.get(p, MISSING)!r} in the origin, {mine.get(p, MISSING)!r} in the checkpoint"
+            for p in sorted(set(mine) | set(theirs)) if mine.get(p, MISSING) != theirs.get(p, MISSING)]
+
+
+def describing_formats(model: str, explicit: dict) -> list[str]:
+    """The formats that can write a native config (of native model type `model`) as an HF checkpoint."""
+    found = []
+    for name in families.names():
+        spec = families.load(name)
+        if spec.native_model != model:
+            continue
+        try:
+            export_config(spec, _resolve(spec, explicit), spec.hf_layout)
+        except WeightportError:
+            continue
+        found.append(name)
+    return found
+
+
+def _native_format(path: Path, meta: dict) -> str:
+    """The format of a native checkpoint that records none: the only one that can describe its architecture."""
+    model = native_ckpt.model_type(meta)
+    found = describing_formats(model, meta["config"]["base_model"])
+    if len(found) == 1:
+        return found[0]
+    hint = ("name the HF model training started from with --origin (the HF folder, or the native folder weightport "
+            "wrote at import), or pass --format")
+    if not found:
+        raise ConfigError(f"{path}: the native checkpoint records no HF format, and no format can describe its "
+                          f"{model} architecture; {hint}")
+    raise ConfigError(f"{path}: the native checkpoint records no HF format (Fast-LLM keeps no weightport metadata "
+                      f"when it saves), and {len(found)} formats can describe its architecture: {', '.join(found)}; "
+                      f"{hint}")
+
+
+def export_target(native_config: dict, format: str | None = None, origin: str | Path | Origin | None = None
+                  ) -> tuple[ModelSpec, dict, Origin | None]:
+    """(format, resolved native config, origin) for exporting a native `config` mapping of a metadata.yaml (with
+    `base_model`, or the `base_model` mapping itself): the format is `format`, else the origin's, else the only one
+    that can describe the architecture; the architecture must be the origin's. Raises ConfigError otherwise."""
+    explicit = native_config.get("base_model", native_config)
+    if origin is not None and not isinstance(origin, Origin):
+        origin = open_origin(origin, format)
+    if origin is not None and format is not None and format != origin.spec.name:
+        raise ConfigError(f"format {format!r} disagrees with origin {origin.path}, which is {origin.spec.name}")
+    name = format or (origin.spec.name if origin is not None else None)
+    if name is None:
+        model = native_config.get("type")
+        models = [model] if model in ("gpt", "multimodal") else ["gpt", "multimodal"]
+        found = [f for model in models for f in describing_formats(model, explicit)]
+        if len(found) != 1:
+            raise ConfigError(f"the native config records no HF format and {len(found)} formats can describe it "
+                              f"({', '.join(found) or 'none'}); pass format= or origin=")
+        name = found[0]
+    spec = families.load(name)
+    config = _resolve(spec, explicit)
+    if origin is not None:
+        differences = _architecture_differences(spec, config, origin.config)
+        if differences:
+            raise ConfigError(report(f"the native config's architecture differs from that of origin {origin.path}",
+                                     differences))
+    return spec, config, origin
+
+
+def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str | Path | Origin | None = None
+                    ) -> Checkpoint:
+    """Open an HF folder (config.json) or a native folder (metadata.yaml) from its config and headers.
+
+    `origin` names the HF model a native checkpoint was trained from (see `open_origin`): its format, config.json
+    layout, every key of its config.json and its other files are used on export, and its architecture must be the
+    checkpoint's (ConfigError names the keys that differ). Without it, a native checkpoint that records no format
+    (one Fast-LLM saved) takes the only format that can describe its architecture (ConfigError lists them if
+    several can)."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        if origin is not None:
+            raise ConfigError(f"{path} is an HF checkpoint; --origin applies to native checkpoints")
         raw = hf_config.read_config(path / "config.json")
         spec = families.load(format or families.detect(raw.get("model_type")))
         explicit, config, layout = import_config(spec, raw)
         tensors = safetensors.read_checkpoint(path)
         return Checkpoint("hf", path, spec, explicit, config, tensors, raw, layout,
-                          _value_notes(spec, raw, config, layout))
+                          _value_notes(spec, raw, config, layout), _carried(path))
     if (path / native_ckpt.METADATA).is_file():
         meta = native_ckpt.read_metadata(path)
         extras = meta["metadata"].get("weightport") or {}
-        name = format or extras.get("format")
-        if name is None:
-            raise ConfigError(f"{path}: the native checkpoint does not record its HF format; pass --format "
-                              f"(one of {', '.join(families.FAMILIES)})")
+        if origin is not None and not isinstance(origin, Origin):
+            origin = open_origin(origin, format)
+        if origin is not None:
+            if format is not None and format != origin.spec.name:
+                raise ConfigError(f"--format {format} disagrees with --origin {origin.path}, which is "
+                                  f"{origin.spec.name}; drop --format")
+            name = origin.spec.name
+        else:
+            name = format or extras.get("format") or _native_format(path, meta)
         spec = families.load(name)
         if native_ckpt.model_type(meta) != spec.native_model:
             raise ConfigError(f"{path}: native model type {native_ckpt.model_type(meta)!r} does not match format "
                               f"{name!r} (which needs {spec.native_model!r})")
         explicit = meta["config"]["base_model"]
         config = _resolve(spec, explicit)
+        if origin is not None:
+            differences = _architecture_differences(spec, config, origin.config)
+            if differences:
+                raise ConfigError(report(
+                    f"{path}: the architecture differs from that of --origin {origin.path}", differences,
+                    "a trained checkpoint keeps its origin's architecture; check that --origin names the model "
+                    "training started from, or export without --origin"))
         infos = safetensors.read_files(native_ckpt.weight_files(path, meta))
         index = meta["metadata"]["state_index"]
         problems = [f"{key} (listed in metadata.yaml under {file}) is not in that file"
@@ -190,8 +358,11 @@ def open_checkpoint(path: str | Path, format: str | None = None) -> Checkpoint:
             else:
                 shards.add(shard or "<none>")
         notes = [f"native shards other than weights are not converted: {', '.join(sorted(shards))}"] if shards else []
+        if origin is not None:
+            return Checkpoint("native", path, spec, explicit, config, tensors, origin.hf_config, origin.hf_layout,
+                              notes, origin.carried)
         return Checkpoint("native", path, spec, explicit, config, tensors, extras.get("hf_config"),
-                          extras.get("hf_layout", spec.hf_layout), notes)
+                          extras.get("hf_layout", spec.hf_layout), notes, _carried(path / CARRIED_FOLDER))
     if path.is_dir() and any(path.glob("*.bin")):
         raise FormatError(f"{path}: no config.json or {native_ckpt.METADATA}, only .bin weights. "
                           f"{safetensors.PICKLE_REFUSED}")
@@ -199,10 +370,20 @@ def open_checkpoint(path: str | Path, format: str | None = None) -> Checkpoint:
                       "point to a checkpoint folder")
 
 
+def _open(source: str | Path | Checkpoint, format: str | None, origin: str | Path | Origin | None) -> Checkpoint:
+    if isinstance(source, Checkpoint):
+        if origin is not None:
+            raise ConfigError("pass origin= to open_checkpoint, not with an opened checkpoint")
+        return source
+    return open_checkpoint(source, format, origin=origin)
+
+
 def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str | None = None,
-         dtype: str = "auto", hf_layout: str | None = None) -> Plan:
-    """Plan converting `source` to the other side (or `to`), reading only configs and file headers."""
-    src = source if isinstance(source, Checkpoint) else open_checkpoint(source, format)
+         dtype: str = "auto", hf_layout: str | None = None, origin: str | Path | Origin | None = None) -> Plan:
+    """Plan converting `source` to the other side (or `to`), reading only configs and file headers. `origin` names
+    the HF model a native source was trained from (see `open_checkpoint`). The plan's notes say what is carried and
+    which HF keys an export does not restore."""
+    src = _open(source, format, origin)
     to = to or ("native" if src.side == "hf" else "hf")
     if to not in SIDES or to == src.side:
         raise ConfigError(f"--to {to!r}: the source is {src.side}, so the target must be "
@@ -229,6 +410,16 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     keys = [k for k in ("dtype", "torch_dtype") if k in (src.hf_config or {"dtype": None})]
     if len(dtypes) == 1 and dtypes <= set(DTYPE_NAMES):  # else (mixed dtypes) the recorded value stays
         config.update(dict.fromkeys(keys, DTYPE_NAMES[dtypes.pop()]))
+    lost = not_restored(src.spec, src.hf_config, config, layout)
+    if lost:
+        why = ("they differ from the model's architecture" if src.hf_config is not None else
+               "the native checkpoint keeps no record of its HF config.json; name it with --origin")
+        notes = out.notes + (f"config.json: {len(lost)} key(s) not restored ({why}): {', '.join(lost)}",)
+        out = Plan(out.family, out.direction, out.steps, out.config, notes)
+    if src.hf_config is None and not src.carried:
+        out = Plan(out.family, out.direction, out.steps, out.config, out.notes + (
+            "no tokenizer or other HF files to carry: the native checkpoint keeps none; name the HF model with "
+            "--origin to carry its files",))
     return Plan(out.family, out.direction, out.steps, config, out.notes)
 
 
@@ -270,9 +461,10 @@ class _Outputs:
 def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str | None = None,
             format: str | None = None, dtype: str = "auto", hf_layout: str | None = None,
             max_shard_size: int | None = None, overwrite: bool = False, workers: int = 2,
-            progress: Callable[[Step], None] | None = None) -> Plan:
-    """Convert a checkpoint folder; the destination appears only when complete. Returns the plan it ran."""
-    src = source if isinstance(source, Checkpoint) else open_checkpoint(source, format)
+            progress: Callable[[Step], None] | None = None, origin: str | Path | Origin | None = None) -> Plan:
+    """Convert a checkpoint folder; the destination appears only when complete. Returns the plan it ran (its notes
+    say what was carried and which HF keys were not restored). `origin`: see `open_checkpoint`."""
+    src = _open(source, format, origin)
     the_plan = plan(src, to=to, dtype=dtype, hf_layout=hf_layout)
     to_native = the_plan.direction == "from_hf"
     suffix = f"/{native_ckpt.SHARD}" if to_native else ""
@@ -303,5 +495,6 @@ def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str
     return the_plan
 
 
-__all__ = ["Checkpoint", "convert", "export_config", "import_config", "open_checkpoint", "plan"]
+__all__ = ["Checkpoint", "Origin", "convert", "describing_formats", "export_config", "import_config", "not_restored",
+           "open_checkpoint", "open_origin", "plan"]
 

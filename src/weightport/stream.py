@@ -8,6 +8,7 @@ K waiting for V) are held. Unknown, duplicate and mis-shaped tensors raise at on
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,6 @@ from weightport.core.plan import _hf_shapes, _part_sizes
 from weightport.core.weights import Binding, walk
 from weightport.errors import CoverageError, report
 from weightport.native.model import parameters
-from weightport.native.schema import resolve
 
 def _tensor(array: np.ndarray, like: Any) -> Any:
     return dtypes.to_torch(array, dtypes.CODES[str(like.dtype).removeprefix("torch.")])
@@ -58,11 +58,12 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
         raise CoverageError(report(f"{spec.name}: tensors never arrived", sorted(expected)))
 
 
-def export_hf(native_config: dict, tensors: Iterable[tuple[str, Any]], format: str) -> Iterator[tuple[str, Any]]:
+def export_hf(native_config: dict, tensors: Iterable[tuple[str, Any]], format: str | None = None, *,
+              origin: str | Path | api.Origin | None = None) -> Iterator[tuple[str, Any]]:
     """HF `(name, tensor)` pairs from native ones; `native_config` is the `config` mapping of a native checkpoint's
-    metadata.yaml (with `base_model`), `format` the HF format to write."""
-    spec = families.load(format)
-    native = resolve(spec.native_model, native_config.get("base_model", native_config))
+    metadata.yaml (with `base_model`). The HF format is `format`, else that of `origin` (the HF model training started
+    from, whose architecture the config must have), else the only format that can describe the architecture."""
+    spec, native, _ = api.export_target(native_config, format, origin)
     bindings, inventory = _bindings(native, spec)
     by_name = {b.native: b for b in bindings}
     remaining = set(by_name)
@@ -83,8 +84,11 @@ def export_hf(native_config: dict, tensors: Iterable[tuple[str, Any]], format: s
         raise CoverageError(report(f"{spec.name}: native tensors never arrived", sorted(remaining)))
 
 
-def hf_config(native_config: dict, format: str, layout: str | None = None) -> dict:
-    """The HF config.json mapping for a native `config` mapping (with `base_model`)."""
-    spec = families.load(format)
-    native = resolve(spec.native_model, native_config.get("base_model", native_config))
-    return api.export_config(spec, native, layout or spec.hf_layout)
+def hf_config(native_config: dict, format: str | None = None, layout: str | None = None, *,
+              origin: str | Path | api.Origin | None = None) -> dict:
+    """The HF config.json mapping for a native `config` mapping (with `base_model`). With `origin` (an HF folder, or
+    the native folder weightport wrote at import) every key of its config.json comes back, in its layout."""
+    spec, native, found = api.export_target(native_config, format, origin)
+    if found is None:
+        return api.export_config(spec, native, layout or spec.hf_layout)
+    return api.export_config(spec, native, layout or found.hf_layout, found.hf_config)

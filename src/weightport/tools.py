@@ -23,7 +23,8 @@ from weightport.native.schema import canonical
 
 def inspect(path: str | Path) -> dict:
     """What a checkpoint folder holds, from its config and headers: side, format, tensors, parameters, dtypes,
-    size on disk and shards (and for a native checkpoint, the HF format it recorded)."""
+    size on disk and shards (and for a native checkpoint, the HF format it recorded, or where it records none, as in
+    checkpoints Fast-LLM saved, the `formats` that can describe its architecture)."""
     path = Path(path)
     info: dict = {"path": str(path)}
     if (path / "config.json").is_file():
@@ -39,6 +40,8 @@ def inspect(path: str | Path) -> dict:
         infos = safetensors.read_files(native_ckpt.weight_files(path, meta))
         tensors = {k.partition("/")[0]: v for k, v in infos.items() if k.partition("/")[2] == native_ckpt.SHARD}
         extras = meta["metadata"].get("weightport") or {}
+        if not extras.get("format"):
+            info["formats"] = api.describing_formats(native_ckpt.model_type(meta), meta["config"]["base_model"])
         info |= {"side": "native", "format": extras.get("format"), "native_model": native_ckpt.model_type(meta),
                  "fast_llm_version": str(meta.get("fast_llm_version")),
                  "other_shards": sorted({k.partition("/")[2] for k in infos} - {native_ckpt.SHARD})}

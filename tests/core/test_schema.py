@@ -73,6 +73,24 @@ def test_resolve_drops_inert_fields() -> None:
                                    "logits_scale_factor"}
 
 
+def test_resolve_accepts_every_inert_field_a_training_run_writes() -> None:
+    """The fields real Fast-LLM runs and verbose dumps write that do not change the model (issue inputs)."""
+    plain = resolve("gpt", {"decoder": {"block": {"mlp": {"type": "moe"}, "mixer": {
+        "type": "stochastic", "mixers": {"a": {}, "m": {"type": "mamba"}}}}}})
+    given = resolve("gpt", {
+        "type": None, "use_megatron_initialization": True,
+        "head": {"type": None, "cross_entropy_splits": 4, "loss_implementation": "fused",
+                 "prediction_loss_coefficient": [1.0]},
+        "embeddings": {"type": None, "full_precision_residual": True},
+        "decoder": {"block": {"mlp": {"type": "moe", "dropless_dynamic_shape": True, "router": {"type": None}},
+                              "mixer": {"type": "stochastic", "predefined_layout_probabilities": [0.5, 0.5],
+                                        "seed_shift": 123, "sampling_weights": {"a": 1.0},
+                                        "mixers": {"a": {"use_flash_attention": False},
+                                                   "m": {"type": "mamba", "cross_document_attention": False}}}}},
+    })
+    assert given == plain
+
+
 def test_resolve_refuses_fields_fast_llm_does_not_have() -> None:
     with pytest.raises(ConfigError, match=r"unknown field\(s\) decoder.block.mlp.router.bias for linear"):
         resolve("gpt", {"decoder": {"block": {"mlp": {"type": "moe", "router": {"bias": {"enabled": False}}}}}})

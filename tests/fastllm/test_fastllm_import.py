@@ -1,6 +1,7 @@
 """weightport writes native configs the way Fast-LLM's own importer writes them: the real Fast-LLM imports an HF
 checkpoint, weightport imports the same one, and both native checkpoints set exactly the same config fields (Fast-LLM
-compares explicitly set fields, for example in its Gemma 4 export) and hold the same tensors.
+compares explicitly set fields, for example in its Gemma 4 export) and hold the same tensors. And Fast-LLM exports
+weightport's native checkpoint of each tiny model back to the model it came from.
 
 The HF checkpoints are tiny real transformers models of every case in test_transformers_models.py (Gemma 4 written
 in the config layout of Fast-LLM's transformers, 5.14), and weightport's HF exports of the goldens that started on
@@ -16,7 +17,7 @@ import pytest
 
 import weightport
 from helpers import GOLDENS, assert_same_tensors, assert_written_like, case, native_meta, tensors
-from oracle import convert_all, import_args, needs_fastllm
+from oracle import convert_all, export_args, import_args, needs_fastllm
 from test_transformers_models import CASES, build
 
 pytestmark = needs_fastllm
@@ -60,7 +61,10 @@ def imported(tmp_path_factory) -> tuple[Path, dict[str, str | None]]:
         else:
             (root / name / "transformers").rename(hf)
         readable_by_fast_llm(hf)
-        jobs[False][name] = import_args(hf, root / name / "fast_llm", weightport.open_checkpoint(hf).spec.name)
+        fmt = weightport.open_checkpoint(hf).spec.name
+        jobs[False][name] = import_args(hf, root / name / "fast_llm", fmt)
+        weightport.convert(hf, root / name / "weightport")
+        jobs[False][f"{name}/export"] = export_args(root / name / "weightport", root / name / "exported", fmt)
     for name in NATIVE_GOLDENS:
         fmt = case(name)["format"]
         weightport.convert(GOLDENS / name / "fast_llm", root / name / "hf", format=fmt)
@@ -74,8 +78,16 @@ def imported(tmp_path_factory) -> tuple[Path, dict[str, str | None]]:
 def test_weightport_writes_the_native_config_fast_llm_writes(name, imported):
     root, results = imported
     assert results[name] is None, f"Fast-LLM could not import the HF checkpoint:\n{results[name]}"
-    weightport.convert(root / name / "hf", root / name / "weightport", dtype="float32")  # Fast-LLM imports to fp32
-    ours, theirs = native_meta(root / name / "weightport"), native_meta(root / name / "fast_llm")
+    weightport.convert(root / name / "hf", root / name / "fp32", dtype="float32")  # Fast-LLM imports to fp32
+    ours, theirs = native_meta(root / name / "fp32"), native_meta(root / name / "fast_llm")
     assert_written_like(ours["config"]["base_model"], theirs["config"]["base_model"])
     assert ours["model"] == theirs["model"]
-    assert_same_tensors(tensors(root / name / "weightport"), tensors(root / name / "fast_llm"))
+    assert_same_tensors(tensors(root / name / "fp32"), tensors(root / name / "fast_llm"))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fast_llm_exports_weightports_native_to_the_same_model(name, imported):
+    """Gemma 4 dense included: Fast-LLM's exporter compares the block's norms as configs, explicit fields and all."""
+    root, results = imported
+    assert results[f"{name}/export"] is None, f"Fast-LLM could not export:\n{results[f'{name}/export']}"
+    assert_same_tensors(tensors(root / name / "exported"), tensors(root / name / "hf"), upcast=True)

@@ -33,7 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--to", choices=api.SIDES, help="target side (default: the other side)")
         cmd.add_argument("--format", choices=FORMATS, metavar="NAME",
                          help="HF format; detected from config.json on import, recorded in native checkpoints "
-                              f"that weightport wrote (one of: {', '.join(FORMATS)})")
+                              "that weightport wrote, taken from --origin, else the only format that can describe "
+                              f"the native architecture (one of: {', '.join(FORMATS)})")
+        cmd.add_argument("--origin", type=Path, metavar="PATH",
+                         help="export of a native checkpoint (one Fast-LLM saved): the HF model training started "
+                              "from, as its HF folder or the native folder weightport wrote at import; its format, "
+                              "config.json keys, layout and tokenizer files are restored, its architecture checked")
         cmd.add_argument("--dtype", default="auto", choices=["auto", *api.DTYPES],
                          help="output dtype (default auto: keep the source dtype)")
         cmd.add_argument("--hf-layout", choices=LAYOUTS,
@@ -98,7 +103,7 @@ def _size(text: str) -> int:
 def _convert(args: argparse.Namespace) -> None:
     shard = args.max_shard_size
     start = time.perf_counter()
-    source = api.open_checkpoint(args.src, args.format)
+    source = api.open_checkpoint(args.src, args.format, origin=args.origin)
     plan = api.plan(source, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout)
     total = sum(nbytes(r) for step in plan.steps for r in step.dst)
     bar = _progress(total, args.quiet)
@@ -122,7 +127,9 @@ def _inspect(args: argparse.Namespace) -> None:
         print(json.dumps(info, indent=2))
         return
     kind = info["side"] + (f" ({info['native_model']})" if info["side"] == "native" else "")
-    print(f"{info['path']}: {kind} checkpoint, format {info['format'] or 'unknown'}")
+    fmt = info["format"] or ("not recorded; can be " + (", ".join(info["formats"]) or "none") if "formats" in info
+                             else "unknown")
+    print(f"{info['path']}: {kind} checkpoint, format {fmt}")
     print(f"  tensors     {info['tensors']:,}")
     print(f"  parameters  {info['parameters']:,}")
     print(f"  dtypes      {', '.join(f'{k} x{v:,}' for k, v in info['dtypes'].items())}")
@@ -172,11 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "convert":
             _convert(args)
         elif args.command == "plan":
-            plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout)
+            plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout,
+                            origin=args.origin)
             print(json.dumps(plan.as_dict(), indent=2)) if args.json else _print_plan(plan)
         elif args.command == "check":
-            plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout)
+            plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout,
+                            origin=args.origin)
             produced = sum(len(s.dst) for s in plan.steps)
+            for note in plan.notes:
+                print(f"note: {note}")
             print(f"{plan.family} {plan.direction}: complete: every source tensor is consumed once and "
                   f"{produced:,} tensors are produced once ({len(plan.steps)} steps); config covered")
         elif args.command == "inspect":

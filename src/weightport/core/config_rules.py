@@ -196,6 +196,23 @@ def _constants(rules: tuple, prefix: Path = ()) -> dict[Path, Any]:
     return out
 
 
+def ignored_hf_keys(rules: tuple, prefix: Path = ()) -> list[str]:
+    """The HF keys a rule table deliberately does not convert (`Ignore(hf=...)`), through nested sections, dotted."""
+    out: list[str] = []
+    for rule in rules:
+        if isinstance(rule, Ignore) and rule.hf is not None:
+            out.append(dotted(join(prefix, rule.hf)))
+        elif isinstance(rule, Nested):
+            out += ignored_hf_keys(rule.rules, join(prefix, rule.hf))
+        elif isinstance(rule, Choice):
+            for _, sub in rule.options.values():
+                out += ignored_hf_keys(sub, join(prefix, rule.hf))
+        elif isinstance(rule, Layout):
+            for sub in rule.blocks.values():
+                out += ignored_hf_keys(sub, prefix)
+    return out
+
+
 def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -> None:
     section = get(hf, h, {})
     for rule in rules:

@@ -20,6 +20,13 @@ def register(spec: ModelSpec) -> None:
     _REGISTERED[spec.name] = spec
 
 
+def unregister(name: str) -> None:
+    """Remove a family added with `register` (built-in families stay)."""
+    if name not in _REGISTERED:
+        raise ConfigError(f"format {name!r} was not registered")
+    del _REGISTERED[name]
+
+
 def names() -> tuple[str, ...]:
     """Every format name, built in and registered."""
     return FAMILIES + tuple(_REGISTERED)

@@ -1,8 +1,13 @@
 """The native (Fast-LLM) checkpoint folder: `metadata.yaml` plus `model_<k>.safetensors` files.
 
-Tensors are stored as `<parameter name>/<shard>`; only the `weights` shard is converted. weightport keeps what the
-native config cannot hold (the source `config.json`, the format and its layout) under `metadata.weightport`,
-which Fast-LLM carries along untouched.
+Tensors are stored as `<parameter name>/<shard>`; only the `weights` shard is converted (training runs also save
+optimizer shards such as `exp_avgs`, and pipeline-parallel runs name files `model_<stage>_<k>.safetensors`; the
+state index says where each tensor is). weightport keeps what the native config cannot hold (the source
+`config.json`, the format and its layout) under `metadata.weightport`. Fast-LLM loads such a checkpoint but keeps
+only the metadata fields it knows when it saves one (training, or its own `convert`): a checkpoint Fast-LLM saved
+has no `metadata.weightport`, and its export names the HF model it came from (`origin`, see `weightport.api`).
+Fast-LLM's `distributed` format (its resumable training state) stores flat shards without tensor names, so it is
+not read: Fast-LLM's own `convert` turns it into `fast_llm`.
 """
 
 from __future__ import annotations
@@ -44,9 +49,15 @@ def read_metadata(folder: Path) -> dict[str, Any]:
     for key in ("config", "metadata"):
         if not isinstance(meta.get(key), dict):
             raise FormatError(f"{path}: `{key}` must be a mapping, got {meta.get(key)!r}; {hint}")
+    if meta.get("format", "fast_llm") == "distributed":
+        raise FormatError(
+            f"{path}: this is Fast-LLM's `distributed` format (resumable training state: flat shards without tensor "
+            "names), which weightport does not read. Convert it with Fast-LLM first, on CPU if need be: `fast-llm "
+            f"convert {meta.get('model') or 'gpt'} input.path={folder} input.format=distributed output.path=OUT "
+            "output.format=fast_llm use_cpu=True`; or use the `fast_llm` export a training run writes with "
+            "`training.export.format=fast_llm`")
     if meta.get("format", "fast_llm") != "fast_llm":
-        raise FormatError(f"{path}: format is {meta.get('format')!r}; only the `fast_llm` format can be converted "
-                          "(convert a `distributed` checkpoint with Fast-LLM first)")
+        raise FormatError(f"{path}: format is {meta.get('format')!r}; only the `fast_llm` format can be converted")
     version = _version(meta.get("fast_llm_version"))
     if not version or version < (0, 3, 0):
         raise FormatError(f"{path}: fast_llm_version {meta.get('fast_llm_version')!r} is older than 0.3.0 or "
