@@ -40,6 +40,9 @@ CASES = {
         "head_dim": 8, "global_head_dim": 16, "hidden_size_per_layer_input": 0, "num_hidden_layers": 3,
         "layer_types": ["sliding_attention", "sliding_attention", "full_attention"], "sliding_window": 8,
         "tie_word_embeddings": False}),
+    "gemma4_repeating_layers": ("Gemma4TextConfig", "Gemma4ForCausalLM", {
+        "head_dim": 8, "global_head_dim": 16, "hidden_size_per_layer_input": 0, "num_hidden_layers": 4,
+        "layer_types": ["sliding_attention", "full_attention"] * 2, "sliding_window": 8}),
     "gemma4_moe_kv_shared_bf16": ("Gemma4TextConfig", "Gemma4ForCausalLM", {
         "head_dim": 8, "global_head_dim": 16, "num_global_key_value_heads": 1, "attention_k_eq_v": True,
         "hidden_size_per_layer_input": 0, "num_hidden_layers": 3, "sliding_window": 8,

@@ -24,10 +24,10 @@ def Blocks(native: str, hf: str, rules: tuple, config: str | None = None) -> Eac
                 lambda sequence: [({"i": i}, block) for i, block in enumerate(_blocks(sequence))])
 
 
-def Layout(native: str, hf: str, blocks: dict[str, tuple]) -> config_rules.Layout:
+def Layout(native: str, hf: str, blocks: dict[str, tuple], single_is_fixed: bool = False) -> config_rules.Layout:
     """A per-layer list of HF block names (`hybrid_block_layout`) <-> the native block sequence at `native`."""
     return config_rules.Layout(native, hf, blocks,
-                               lambda sequence: list(zip(_block_names(sequence), _blocks(sequence))))
+                               lambda sequence: list(zip(_block_names(sequence), _blocks(sequence))), single_is_fixed)
 
 
 def NoBiases(*layers: str, reason: str = "") -> tuple[Constant, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from weightport.core.config_rules import (
@@ -180,17 +182,21 @@ def test_entries_convert_every_named_entry_both_ways() -> None:
         imp(rules, {"mixers": {"y": {"heads": 4, "window": 3}}})
 
 
-def test_layout_imports_a_pattern_and_exports_it_per_layer() -> None:
+def test_layout_imports_the_list_as_the_pattern_and_exports_it_per_layer() -> None:
     native = imp(LAYOUT, {"layers": 4, "layout": ["A", "B"], "width_a": 8, "width_b": 16})
     assert native == {"seq": {"num_blocks": 4, "type": "pattern", "pattern": ["A", "B"],
                               "blocks": {"A": {"kind": "a", "width": 8}, "B": {"kind": "b", "width": 16}}}}
     assert exp(LAYOUT, native)["layout"] == ["A", "B", "A", "B"]
-    assert imp(LAYOUT, {"layers": 4, "layout": ["A", "B", "A", "B"], "width_a": 8, "width_b": 16}) == native
+    per_layer = imp(LAYOUT, {"layers": 4, "layout": ["A", "B", "A", "B"], "width_a": 8, "width_b": 16})
+    assert per_layer["seq"]["pattern"] == ["A", "B", "A", "B"]  # as Fast-LLM's importers write it
+    assert exp(LAYOUT, per_layer) == exp(LAYOUT, native)
 
 
-def test_layout_of_one_name_is_fixed_and_blocks_are_named_by_their_constants() -> None:
-    assert imp(LAYOUT, {"layers": 2, "layout": ["B", "B"], "width_b": 16}) == {
-        "seq": {"num_blocks": 2, "type": "fixed", "block": {"kind": "b", "width": 16}}}
+def test_layout_of_one_entry_can_be_fixed_and_blocks_are_named_by_their_constants() -> None:
+    assert imp(LAYOUT, {"layers": 2, "layout": ["B", "B"], "width_b": 16})["seq"]["pattern"] == ["B", "B"]
+    single = (LAYOUT[0], replace(LAYOUT[1], single_is_fixed=True))
+    assert imp(single, {"layers": 2, "layout": ["B"], "width_b": 16}) == {
+        "seq": {"num_blocks": 2, "block": {"kind": "b", "width": 16}}}
     native = {"seq": {"num_blocks": 3, "type": "pattern", "pattern": ["x", "y"],
                       "blocks": {"x": {"kind": "b", "width": 16}, "y": {"kind": "a", "width": 8}}}}
     assert exp(LAYOUT, native) == {"layers": 3, "layout": ["B", "A", "B"], "width_a": 8, "width_b": 16}

@@ -122,15 +122,18 @@ class Entries:
 class Layout:
     """A per-layer list of block names in HF (`hybrid_block_layout`, `layer_types`) <-> a native block sequence.
 
-    On import each distinct name's block is converted by `blocks[name]`, all reading the same HF section; one
-    distinct name gives a `fixed` sequence, several a `pattern` (the shortest one that repeats into the list). On
-    export each position is named by its native block name when that is a key of `blocks`, else by the first entry
-    whose native constants the block has."""
+    On import each distinct name's block is converted by `blocks[name]`, all reading the same HF section, into a
+    `pattern` sequence whose pattern is the list as it is (as Fast-LLM's importers write it; a shorter list, as
+    Fast-LLM's own exports write, repeats over the layers); with `single_is_fixed`, a list of one name is a `fixed`
+    sequence with its type left at the default (Fast-LLM's Apriel importer). On export each position is named by its
+    native block name when that is a key of `blocks`, else by the first entry whose native constants the block
+    has, and the list has one name per layer."""
 
     native: str
     hf: str
     blocks: Mapping[str, tuple]
     positions: Callable[[dict], list[tuple[str, dict]]]  # (native block name, block config) per position
+    single_is_fixed: bool = False
 
 
 def _names(spelled: Any) -> tuple:
@@ -312,14 +315,11 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
                                     f"(supported: {', '.join(rule.blocks)})")
                 continue
             base = join(n, rule.native)
-            if len(set(names)) == 1:
-                put(native, base + ("type",), "fixed")
+            if len(names) == 1 and rule.single_is_fixed:
                 _import(rule.blocks[names[0]], hf, native, base + ("block",), h, run)
-            else:  # the shortest repeating pattern: the native sequence repeats it over the layers
-                period = next(p for p in range(1, len(names) + 1)
-                              if all(names[i] == names[i % p] for i in range(len(names))))
+            else:
                 put(native, base + ("type",), "pattern")
-                put(native, base + ("pattern",), list(names[:period]))
+                put(native, base + ("pattern",), list(names))
                 for name in dict.fromkeys(names):
                     _import(rule.blocks[name], hf, native, base + ("blocks", name), h, run)
         else:

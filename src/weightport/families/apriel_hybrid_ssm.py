@@ -67,7 +67,7 @@ CONFIG = (
         "t": ATTENTION_BLOCK,
         "m2": override(ATTENTION_BLOCK, (Nested("mixer", "", MAMBA),)),
         "gdn": override(ATTENTION_BLOCK, (Nested("mixer", "", GDN),)),
-    }),
+    }, single_is_fixed=True),
     Constant(AUTO_MAP, hf="auto_map", reason="the transformers classes are remote code"),
     Ignore(hf="layer_types", reason="a per-layer copy of hybrid_block_layout the HF config class adds for vLLM"),
     *(Ignore(hf=f"{S}.{key}", reason="read by m2 layers; unused by other layers or only at initialization")
