@@ -49,7 +49,7 @@ VISION = (
 )
 CONFIG = override(apriel2_text.CONFIG, (
     Constant(AUTO_MAP, hf="auto_map", reason="the transformers classes are remote code"),
-    Nested("vision_encoder", "vision_encoder", VISION, optional=True),
+    Nested("vision_encoder", "vision_encoder", VISION),  # Fast-LLM's multimodal model always has one
     Rename("image_token_index", "image_token_index", default=None, omit=None),
 ))
 VISION_WEIGHTS = (
