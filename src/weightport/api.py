@@ -255,48 +255,43 @@ def describing_formats(model: str, explicit: dict) -> list[str]:
     return found
 
 
-def _native_format(path: Path, meta: dict) -> str:
-    """The format of a native checkpoint that records none: the only one that can describe its architecture."""
-    model = native_ckpt.model_type(meta)
-    found = describing_formats(model, meta["config"]["base_model"])
-    if len(found) == 1:
-        return found[0]
-    hint = ("name the HF model training started from with --origin (the HF folder, or the native folder weightport "
-            "wrote at import), or pass --format")
-    if not found:
-        raise ConfigError(f"{path}: the native checkpoint records no HF format, and no format can describe its "
-                          f"{model} architecture; {hint}")
-    raise ConfigError(f"{path}: the native checkpoint records no HF format (Fast-LLM keeps no weightport metadata "
-                      f"when it saves), and {len(found)} formats can describe its architecture: {', '.join(found)}; "
-                      f"{hint}")
-
-
-def export_target(native_config: dict, format: str | None = None, origin: str | Path | Origin | None = None
+def export_target(native_config: dict, format: str | None = None, origin: str | Path | Origin | None = None, *,
+                  recorded: str | None = None, where: str = "the native config"
                   ) -> tuple[ModelSpec, dict, Origin | None]:
     """(format, resolved native config, origin) for exporting a native `config` mapping of a metadata.yaml (with
-    `base_model`, or the `base_model` mapping itself): the format is `format`, else the origin's, else the only one
-    that can describe the architecture; the architecture must be the origin's. Raises ConfigError otherwise."""
+    `base_model` and `type`, or the `base_model` mapping itself). The format is `format`, else the origin's, else
+    the `recorded` one, else the only one that can describe the architecture. Raises ConfigError if several or none
+    can, if the format does not fit the native model type, or if the architecture differs from the origin's (the
+    message names the keys)."""
     explicit = native_config.get("base_model", native_config)
+    model = native_config.get("type") if "base_model" in native_config else None
     if origin is not None and not isinstance(origin, Origin):
         origin = open_origin(origin, format)
     if origin is not None and format is not None and format != origin.spec.name:
-        raise ConfigError(f"format {format!r} disagrees with origin {origin.path}, which is {origin.spec.name}")
-    name = format or (origin.spec.name if origin is not None else None)
+        raise ConfigError(f"--format {format} disagrees with --origin {origin.path}, which is {origin.spec.name}; "
+                          "drop --format")
+    name = format or (origin.spec.name if origin is not None else recorded)
     if name is None:
-        model = native_config.get("type")
-        models = [model] if model in ("gpt", "multimodal") else ["gpt", "multimodal"]
-        found = [f for model in models for f in describing_formats(model, explicit)]
+        found = [f for m in ([model] if model else ["gpt", "multimodal"]) for f in describing_formats(m, explicit)]
         if len(found) != 1:
-            raise ConfigError(f"the native config records no HF format and {len(found)} formats can describe it "
-                              f"({', '.join(found) or 'none'}); pass format= or origin=")
+            hint = ("name the HF model training started from with --origin (the HF folder, or the native folder "
+                    "weightport wrote at import), or pass --format")
+            raise ConfigError(f"{where}: records no HF format (Fast-LLM keeps no weightport metadata when it saves), "
+                              f"and {len(found) or 'no'} format{'s' if len(found) != 1 else ''} can describe its "
+                              f"architecture{': ' + ', '.join(found) if found else ''}; {hint}")
         name = found[0]
     spec = families.load(name)
+    if model is not None and model != spec.native_model:
+        raise ConfigError(f"{where}: native model type {model!r} does not match format {name!r} (which needs "
+                          f"{spec.native_model!r})")
     config = _resolve(spec, explicit)
     if origin is not None:
         differences = _architecture_differences(spec, config, origin.config)
         if differences:
-            raise ConfigError(report(f"the native config's architecture differs from that of origin {origin.path}",
-                                     differences))
+            raise ConfigError(report(
+                f"{where}: the architecture differs from that of --origin {origin.path}", differences,
+                "a trained checkpoint keeps its origin's architecture; check that --origin names the model training "
+                "started from, or export without --origin"))
     return spec, config, origin
 
 
@@ -322,28 +317,9 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
     if (path / native_ckpt.METADATA).is_file():
         meta = native_ckpt.read_metadata(path)
         extras = meta["metadata"].get("weightport") or {}
-        if origin is not None and not isinstance(origin, Origin):
-            origin = open_origin(origin, format)
-        if origin is not None:
-            if format is not None and format != origin.spec.name:
-                raise ConfigError(f"--format {format} disagrees with --origin {origin.path}, which is "
-                                  f"{origin.spec.name}; drop --format")
-            name = origin.spec.name
-        else:
-            name = format or extras.get("format") or _native_format(path, meta)
-        spec = families.load(name)
-        if native_ckpt.model_type(meta) != spec.native_model:
-            raise ConfigError(f"{path}: native model type {native_ckpt.model_type(meta)!r} does not match format "
-                              f"{name!r} (which needs {spec.native_model!r})")
         explicit = meta["config"]["base_model"]
-        config = _resolve(spec, explicit)
-        if origin is not None:
-            differences = _architecture_differences(spec, config, origin.config)
-            if differences:
-                raise ConfigError(report(
-                    f"{path}: the architecture differs from that of --origin {origin.path}", differences,
-                    "a trained checkpoint keeps its origin's architecture; check that --origin names the model "
-                    "training started from, or export without --origin"))
+        spec, config, origin = export_target({"base_model": explicit, "type": native_ckpt.model_type(meta)}, format,
+                                             origin, recorded=extras.get("format"), where=str(path))
         infos = safetensors.read_files(native_ckpt.weight_files(path, meta))
         index = meta["metadata"]["state_index"]
         problems = [f"{key} (listed in metadata.yaml under {file}) is not in that file"
