@@ -100,3 +100,19 @@ def test_bad_input_and_usage(tiny, tmp_path):
     assert "pass --format" in fails("convert", tmp_path / "native", tmp_path / "out")
     assert cli("convert", tiny, tmp_path / "x", "--dtype", "int8", check=False).returncode == 2
     assert "mistral" in cli("formats").stdout
+
+
+def test_an_output_that_is_or_holds_or_lies_in_an_input_is_refused_even_with_overwrite(tiny, tmp_path):
+    """--overwrite replaces the destination: where that is the source (or a folder holding it), the source would be
+    deleted; an output inside the source would be written into it."""
+    before = {p.name: p.read_bytes() for p in tiny.iterdir()}
+    assert "would delete it" in fails("convert", tiny, tiny, "--overwrite")
+    assert "would delete it" in fails("convert", tiny, tmp_path, "--overwrite")
+    assert "inside the input" in fails("convert", tiny, tiny / "native")
+    assert {p.name: p.read_bytes() for p in tiny.iterdir()} == before
+    cli("convert", tiny, tmp_path / "native")
+    meta = native_meta(tmp_path / "native")
+    del meta["metadata"]["weightport"]  # as Fast-LLM saves it
+    (tmp_path / "native" / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    assert "would delete it" in fails("convert", tmp_path / "native", tiny, "--origin", tiny, "--overwrite")
+    assert {p.name: p.read_bytes() for p in tiny.iterdir()} == before

@@ -123,3 +123,16 @@ def test_cli_origin_and_notes(trained):
     assert "note: config.json: 5 key(s) not restored" in check.stdout
     inspect = cli("inspect", trained / "trained")
     assert "format not recorded; can be llama, mistral, mtp_llama, apriel_hybrid_ssm, apriel2_text" in inspect.stdout
+    assert "carries" not in inspect.stdout
+    assert "carries     generation_config.json, tokenizer.json" in cli("inspect", trained / "imported").stdout
+
+
+def test_a_format_that_cannot_describe_the_model_says_which_can(trained):
+    with pytest.raises(ConfigError, match=r"decoder.block.mlp.type = 'mlp' cannot be represented: mixtral requires "
+                                          r"'moe'[\s\S]*formats that can describe this native model: llama, mistral"):
+        weightport.plan(trained / "trained", format="mixtral")
+    with pytest.raises(ConfigError) as refused:
+        weightport.plan(trained / "trained", format="qwen2")
+    message = str(refused.value)  # the effective bias is named; o_proj's (off, as Qwen2 wants) is no problem
+    assert "query_layer.bias.enabled = None (so False, from add_linear_biases) cannot be represented" in message
+    assert "dense_layer" not in message

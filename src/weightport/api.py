@@ -70,6 +70,7 @@ class Checkpoint:
     hf_layout: str
     notes: list[str]
     carried: list[Path]  # other files of the HF checkpoint (tokenizer, ...) that conversions carry along unchanged
+    origin: Origin | None = None  # the HF model a native checkpoint was trained from, where one was named
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class Origin:
     carried: list[Path]
 
 
-def _carried(folder: Path) -> list[Path]:
+def carried_files(folder: Path) -> list[Path]:
+    """The files of `folder` that conversions carry unchanged: all but weights, indexes, config.json, hidden files."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and not _NOT_CARRIED.match(p.name))
@@ -202,7 +204,7 @@ def open_origin(path: str | Path, format: str | None = None) -> Origin:
             raise ConfigError(f"--format {format} disagrees with --origin {path}, which is {name}; drop --format")
         spec = families.load(name)
         _, config, layout = import_config(spec, raw)
-        return Origin(path, spec, raw, layout, config, _carried(path))
+        return Origin(path, spec, raw, layout, config, carried_files(path))
     if (path / native_ckpt.METADATA).is_file():
         meta = native_ckpt.read_metadata(path)
         extras = meta["metadata"].get("weightport") or {}
@@ -215,7 +217,7 @@ def open_origin(path: str | Path, format: str | None = None) -> Origin:
             raise ConfigError(f"--format {format} disagrees with --origin {path}, which is {spec.name}; drop --format")
         config = _resolve(spec, meta["config"]["base_model"])
         return Origin(path, spec, extras["hf_config"], extras.get("hf_layout", spec.hf_layout), config,
-                      _carried(path / CARRIED_FOLDER))
+                      carried_files(path / CARRIED_FOLDER))
     raise FormatError(f"--origin {path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found; name the "
                       "HF folder training started from, or the native folder weightport wrote at import")
 
@@ -313,7 +315,7 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
         explicit, config, layout = import_config(spec, raw)
         tensors = safetensors.read_checkpoint(path)
         return Checkpoint("hf", path, spec, explicit, config, tensors, raw, layout,
-                          _value_notes(spec, raw, config, layout), _carried(path))
+                          _value_notes(spec, raw, config, layout), carried_files(path))
     if (path / native_ckpt.METADATA).is_file():
         meta = native_ckpt.read_metadata(path)
         extras = meta["metadata"].get("weightport") or {}
@@ -336,9 +338,9 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
         notes = [f"native shards other than weights are not converted: {', '.join(sorted(shards))}"] if shards else []
         if origin is not None:
             return Checkpoint("native", path, spec, explicit, config, tensors, origin.hf_config, origin.hf_layout,
-                              notes, origin.carried)
+                              notes, origin.carried, origin)
         return Checkpoint("native", path, spec, explicit, config, tensors, extras.get("hf_config"),
-                          extras.get("hf_layout", spec.hf_layout), notes, _carried(path / CARRIED_FOLDER))
+                          extras.get("hf_layout", spec.hf_layout), notes, carried_files(path / CARRIED_FOLDER))
     if path.is_dir() and any(path.glob("*.bin")):
         raise FormatError(f"{path}: no config.json or {native_ckpt.METADATA}, only .bin weights. "
                           f"{safetensors.PICKLE_REFUSED}")
@@ -372,6 +374,14 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     notes = tuple(src.notes)
     if src.carried:
         notes += (f"carries {len(src.carried)} other file(s) unchanged: {', '.join(p.name for p in src.carried)}",)
+    layout = hf_layout or src.hf_layout
+    if to == "hf":  # the config first: a format that cannot describe the model is said so before its weight rules run
+        try:
+            config = export_config(src.spec, src.config, layout, src.hf_config)
+        except ConfigError as err:
+            fits = [f for f in describing_formats(src.spec.native_model, src.explicit) if f != src.spec.name]
+            raise ConfigError(f"{src.path}: {err}\nformats that can describe this native model: "
+                              f"{', '.join(fits) or 'none'}") from None
     bindings = walk(src.spec.weights, src.config)
     inventory = parameters(src.config)
     sources = {name: Ref(name, info.shape, info.dtype) for name, info in src.tensors.items()}
@@ -379,9 +389,7 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
         extras = {"format": src.spec.name, "hf_layout": src.hf_layout, "hf_config": src.hf_config}
         config = {"base_model": src.explicit, "model": src.spec.native_model, "weightport": extras}
         return build(src.spec.name, "from_hf", bindings, inventory, sources, code, config, notes)
-    layout = hf_layout or src.hf_layout
     out = build(src.spec.name, "to_hf", bindings, inventory, sources, code, {}, notes)
-    config = export_config(src.spec, src.config, layout, src.hf_config)
     dtypes = {ref.dtype for step in out.steps for ref in step.dst}
     keys = [k for k in ("dtype", "torch_dtype") if k in (src.hf_config or {"dtype": None})]
     if len(dtypes) == 1 and dtypes <= set(DTYPE_NAMES):  # else (mixed dtypes) the recorded value stays
@@ -447,7 +455,8 @@ def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str
     outputs = [safetensors.OutputTensor(ref.name + suffix, ref.dtype, ref.shape)
                for step in the_plan.steps for ref in step.dst]
     names = native_ckpt.shard_names if to_native else safetensors.hf_shard_names
-    with atomic_output(Path(destination), overwrite=overwrite) as tmp:
+    inputs = {src.path, *([src.origin.path] if src.origin else [])}
+    with atomic_output(Path(destination), overwrite=overwrite, inputs=inputs) as tmp:
         with safetensors.ShardedWriter(tmp, outputs, max_shard_bytes=max_shard_size, shard_names=names,
                                        metadata={"format": "pt"}) as writer:
             inputs = _Inputs(src.tensors)

@@ -23,8 +23,9 @@ from weightport.native.schema import canonical
 
 def inspect(path: str | Path) -> dict:
     """What a checkpoint folder holds, from its config and headers: side, format, tensors, parameters, dtypes,
-    size on disk and shards (and for a native checkpoint, the HF format it recorded, or where it records none, as in
-    checkpoints Fast-LLM saved, the `formats` that can describe its architecture)."""
+    size on disk, shards, the other HF files conversions carry (`carried`: tokenizer, ...; kept under `hf_files/`
+    natively), and for a native checkpoint the HF format it recorded, or where it records none, as in checkpoints
+    Fast-LLM saved, the `formats` that can describe its architecture."""
     path = Path(path)
     info: dict = {"path": str(path)}
     if (path / "config.json").is_file():
@@ -34,7 +35,8 @@ def inspect(path: str | Path) -> dict:
             info["format"] = families.detect(config.get("model_type"))
         except WeightportError:
             info["format"] = None
-        info |= {"side": "hf", "model_type": config.get("model_type"), "architectures": config.get("architectures")}
+        info |= {"side": "hf", "model_type": config.get("model_type"), "architectures": config.get("architectures"),
+                 "carried": [p.name for p in api.carried_files(path)]}
     elif (path / native_ckpt.METADATA).is_file():
         meta = native_ckpt.read_metadata(path)
         infos = safetensors.read_files(native_ckpt.weight_files(path, meta))
@@ -44,7 +46,8 @@ def inspect(path: str | Path) -> dict:
             info["formats"] = api.describing_formats(native_ckpt.model_type(meta), meta["config"]["base_model"])
         info |= {"side": "native", "format": extras.get("format"), "native_model": native_ckpt.model_type(meta),
                  "fast_llm_version": str(meta.get("fast_llm_version")),
-                 "other_shards": sorted({k.partition("/")[2] for k in infos} - {native_ckpt.SHARD})}
+                 "other_shards": sorted({k.partition("/")[2] for k in infos} - {native_ckpt.SHARD}),
+                 "carried": [p.name for p in api.carried_files(path / api.CARRIED_FOLDER)]}
     else:
         raise FormatError(f"{path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found")
     files = sorted({t.file for t in tensors.values()})

@@ -136,6 +136,8 @@ def _inspect(args: argparse.Namespace) -> None:
     print(f"  on disk     {info['bytes']:,} bytes")
     print(f"  shards      {len(info['shards'])}: {', '.join(info['shards'][:4])}"
           f"{' ...' if len(info['shards']) > 4 else ''}")
+    if info["carried"]:
+        print(f"  carries     {', '.join(info['carried'])}")
     if info.get("other_shards"):
         print(f"  also        optimizer shards {', '.join(info['other_shards'])} (not converted)")
 

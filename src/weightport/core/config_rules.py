@@ -41,7 +41,8 @@ class Constant:
     from resolved configs, is only set), or an HF key written on export and checked (if present) on import, where
     the values in `also` are accepted too. With `write=False` the value is only checked: a native field is left
     unset on import (it must then be the schema default, as where Fast-LLM's importer leaves it unset), an HF key
-    is not written on export."""
+    is not written on export. A null native value is checked as the native value at `none_from` (an effective
+    setting, e.g. a layer bias that follows `add_linear_biases`)."""
 
     value: Any
     native: str | None = None
@@ -49,6 +50,7 @@ class Constant:
     reason: str = ""
     write: bool = True
     also: tuple = ()  # other HF values accepted on import
+    none_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,10 +366,13 @@ def _export(rules: tuple, native: dict, hf: dict, n: Path, h: Path, run: _Run) -
                 run.native_claims.add(path)
                 run.native_subtrees.add(path)
                 value = get(native, path)
+                shown = repr(value)
+                if value is None and rule.none_from is not None:
+                    value = get(native, join(n, rule.none_from))
+                    shown = f"None (so {value!r}, from {rule.none_from})"
                 if value != rule.value and value is not MISSING:
-                    run.problems.append(
-                        f"{dotted(path)} = {value!r} cannot be represented: {run.family} requires {rule.value!r}"
-                        + (f" ({rule.reason})" if rule.reason else ""))
+                    run.problems.append(f"{dotted(path)} = {shown} cannot be represented: {run.family} requires "
+                                        f"{rule.value!r}" + (f" ({rule.reason})" if rule.reason else ""))
             elif rule.write:
                 _write(hf, join(h, rule.hf), rule.value, (), run)
         elif isinstance(rule, Derived):

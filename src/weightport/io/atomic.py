@@ -14,7 +14,7 @@ import secrets
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from weightport.errors import OutputError
 
@@ -68,10 +68,25 @@ def _commit(tmp: Path, dst: Path, overwrite: bool) -> None:
     _remove(old)
 
 
+def _check_inputs(dst: Path, inputs: Iterable[Path]) -> None:
+    """Refuse a destination that is an input, holds one (replacing it would delete the input) or lies inside one."""
+    target = dst.resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if target == source or target in source.parents:
+            raise OutputError(f"{dst} is or holds the input {given}; writing there would delete it: choose another "
+                              "output path")
+        if source in target.parents:
+            raise OutputError(f"{dst} lies inside the input {given}; choose an output path outside it")
+
+
 @contextmanager
-def atomic_output(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder that becomes `dst` when the block succeeds and vanishes when it fails."""
+def atomic_output(dst: Path, *, overwrite: bool = False, inputs: Iterable[Path] = ()) -> Iterator[Path]:
+    """Yield a temporary folder that becomes `dst` when the block succeeds and vanishes when it fails. `inputs`
+    are folders the block reads: a `dst` that is one of them, holds one or lies inside one is refused
+    (OutputError), with or without `overwrite`."""
     dst = Path(dst)
+    _check_inputs(dst, inputs)
     if _exists(dst) and not overwrite:
         raise _refuse(dst)
     try:
