@@ -394,17 +394,16 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     keys = [k for k in ("dtype", "torch_dtype") if k in (src.hf_config or {"dtype": None})]
     if len(dtypes) == 1 and dtypes <= set(DTYPE_NAMES):  # else (mixed dtypes) the recorded value stays
         config.update(dict.fromkeys(keys, DTYPE_NAMES[dtypes.pop()]))
+    extra: tuple[str, ...] = ()
     lost = not_restored(src.spec, src.hf_config, config, layout)
     if lost:
         why = ("they differ from the model's architecture" if src.hf_config is not None else
                "the native checkpoint keeps no record of its HF config.json; name it with --origin")
-        notes = out.notes + (f"config.json: {len(lost)} key(s) not restored ({why}): {', '.join(lost)}",)
-        out = Plan(out.family, out.direction, out.steps, out.config, notes)
+        extra += (f"config.json: {len(lost)} key(s) not restored ({why}): {', '.join(lost)}",)
     if src.hf_config is None and not src.carried:
-        out = Plan(out.family, out.direction, out.steps, out.config, out.notes + (
-            "no tokenizer or other HF files to carry: the native checkpoint keeps none; name the HF model with "
-            "--origin to carry its files",))
-    return Plan(out.family, out.direction, out.steps, config, out.notes)
+        extra += ("no tokenizer or other HF files to carry: the native checkpoint keeps none; name the HF model with "
+                  "--origin to carry its files",)
+    return Plan(out.family, out.direction, out.steps, config, out.notes + extra)
 
 
 class _Inputs:

@@ -91,4 +91,4 @@ def hf_config(native_config: dict, format: str | None = None, layout: str | None
     spec, native, found = api.export_target(native_config, format, origin)
     if found is None:
         return api.export_config(spec, native, layout or spec.hf_layout)
-    return api.export_config(spec, native, layout or found.hf_layout, found.hf_config)
+    return api.export_config(spec, native, layout or found.hf_layout, original=found.hf_config)

@@ -12,8 +12,7 @@ transformers 5.15 and later write the full-layer sizes as `per_layer_config`; bo
 from weightport.families import llama
 from weightport.spec import (
     PER_LAYER, Blocks, Choice, Constant, Derived, Flatten, Ignore, Layout, Linear, ModelSpec, Nested, NoBiases, Rename,
-    Section,
-    Switch, T, Tensor,
+    Section, Switch, T, Tensor,
 )
 
 
