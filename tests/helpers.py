@@ -18,14 +18,24 @@ from weightport.native.schema import canonical, resolve
 
 ROOT = Path(__file__).resolve().parent
 GOLDENS = ROOT / "goldens"
+REPO_SHARED = ROOT.parents[1] / "shared"  # the project's shared folder beside the repository (Fast-LLM, goldens)
 
 # Where Fast-LLM's own output is wrong (case.json notes), weightport differs on purpose.
+# A key that follows a defect (the class's `layer_types` from the unexpanded layout, a Llama default where the text
+# model is not Llama) is listed with it.
 FAST_LLM_DEFECTS = {
-    "tf4_apriel_hybrid_ssm": ("hybrid_block_layout",),  # Fast-LLM writes the unexpanded pattern: 2 names, 4 layers
-    "llava": ("text_config.model_type",),  # Fast-LLM writes none, so transformers makes the Mistral text model Llama
+    # Fast-LLM writes the unexpanded pattern: 2 names, 4 layers (and the class copies it to layer_types)
+    "tf4_apriel_hybrid_ssm": ("hybrid_block_layout", "layer_types"),
+    # Fast-LLM writes a Llama text config for the Mistral text model, with Llama's defaults
+    "llava": ("text_config.model_type", "text_config.max_position_embeddings", "text_config.attention_bias",
+              "text_config.mlp_bias", "text_config.pretraining_tp"),
     # Fast-LLM writes a Llama text config (the HF class asserts apriel_ssm_thinker_hybrid) with the unexpanded layout
-    "llava_hybrid_ssm_attn_only": ("text_config.model_type", "text_config.hybrid_block_layout"),
+    "llava_hybrid_ssm_attn_only": ("text_config.model_type", "text_config.hybrid_block_layout",
+                                   "text_config.max_position_embeddings", "text_config.attention_bias",
+                                   "text_config.mlp_bias", "text_config.pretraining_tp"),
 }
+# Keys of Fast-LLM's exports that are Fast-LLM's own defects, not part of the model: a stray `type` in Llava configs.
+FAST_LLM_STRAY_KEYS = {"llava": ("type",), "llava_hybrid_ssm_attn_only": ("type",)}
 
 
 def case(name: str) -> dict:

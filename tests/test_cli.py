@@ -61,12 +61,12 @@ def fails(*args: str) -> str:
     return result.stderr
 
 
-def test_unknown_config_key_is_an_error_and_writes_nothing(tiny, tmp_path):
+def test_unsupported_config_value_is_an_error_and_writes_nothing(tiny, tmp_path):
     config = hf_config(tiny)
-    config["attention_sinks"] = 4
+    config["rope_interleaved"] = True  # a key LlamaConfig does not define, but a rule reads: its value matters
     (tiny / "config.json").write_text(json.dumps(config))
     err = fails("convert", tiny, tmp_path / "out")
-    assert "unknown key 'attention_sinks'" in err
+    assert "rope_interleaved = True, but llama requires False" in err and "interleaved rotary pairs" in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 

@@ -106,13 +106,13 @@ def test_llama_refuses_a_sliding_window_and_mistral_keeps_it():
 
 
 def test_all_config_problems_are_reported_together():
-    source = fixture("llama") | {"attention_sinks": 4, "hidden_act": "gelu_fast"}
-    del source["num_hidden_layers"]
+    source = fixture("llama") | {"rope_interleaved": True, "hidden_act": "gelu_fast",
+                                 "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}
     with pytest.raises(ConfigError) as err:
         api.import_config(families.load("llama"), source)
     message = str(err.value)
     assert "3 problems" in message
-    assert "attention_sinks" in message and "gelu_fast" in message and "num_hidden_layers" in message
+    assert "rope_interleaved = True" in message and "gelu_fast" in message and "'dynamic'" in message
 
 
 def test_qwen2_sliding_window_and_inconsistent_layer_types_are_refused():

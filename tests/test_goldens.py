@@ -6,8 +6,11 @@ import pytest
 import torch
 
 import weightport
+from weightport.core import layouts
+from weightport.core.paths import MISSING, dotted, leaves
 from helpers import (
-    CASES, FAST_LLM_DEFECTS, GOLDENS, assert_same_model_config, assert_same_native_model, assert_same_tensors,
+    CASES, FAST_LLM_DEFECTS, FAST_LLM_STRAY_KEYS, GOLDENS, assert_same_model_config, assert_same_native_model,
+    assert_same_tensors,
     assert_written_like, case, hf_config, logits, native_meta, tensors,
 )
 
@@ -80,3 +83,20 @@ def test_converted_checkpoints_give_the_same_logits(name, tmp_path):
     if (golden / "roundtrip").is_dir() and case(name)["source"] == "hf":
         weightport.convert(golden / "fast_llm", tmp_path / "exported", format=fmt)
         assert torch.equal(logits(cls, golden / "roundtrip"), logits(cls, tmp_path / "exported"))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_native_export_has_every_key_of_fast_llm_export(name, tmp_path):
+    """Without any record of the HF model, an export still writes every key the HF config class has, as
+    save_pretrained does: each key and value of Fast-LLM's own export (made by the class) is there, in the same
+    config.json layout, except Fast-LLM's defects."""
+    golden = GOLDENS / name
+    theirs = hf_config(golden / ("hf" if case(name)["source"] == "fast_llm" else "roundtrip"))
+    spec = weightport.families.load(case(name)["format"])
+    layout = layouts.normalize(theirs, spec.layouts)[1]
+    weightport.convert(golden / "fast_llm", tmp_path / "hf", format=spec.name, hf_layout=layout)
+    mine = leaves(hf_config(tmp_path / "hf"))
+    skip = FAST_LLM_DEFECTS.get(name, ()) + FAST_LLM_STRAY_KEYS.get(name, ()) + ("dtype",)
+    differ = {dotted(p): (v, mine.get(p, MISSING)) for p, v in leaves(theirs).items()
+              if mine.get(p, MISSING) != v and not any(dotted(p).startswith(s) for s in skip)}
+    assert differ == {}

@@ -63,11 +63,13 @@ def test_without_origin_the_format_is_ambiguous_and_the_error_lists_the_candidat
 
 def test_without_origin_the_missing_keys_and_files_are_named(trained):
     plan = weightport.convert(trained / "trained", trained / "out", format="llama")
-    lost = next(n for n in plan.notes if "not restored" in n)
-    assert "bos_token_id, eos_token_id, pad_token_id, max_position_embeddings" in lost and "--origin" in lost
+    lost = next(n for n in plan.notes if "written with the defaults of LlamaConfig" in n)
+    assert "7 key(s)" in lost and "--origin" in lost
+    assert all(k in lost for k in ("bos_token_id", "eos_token_id", "pad_token_id", "max_position_embeddings"))
     assert any("no tokenizer" in n for n in plan.notes)
-    config = hf_config(trained / "out")
-    assert "max_position_embeddings" not in config and config["rope_parameters"]["rope_type"] == "llama3"
+    config = hf_config(trained / "out")  # complete, as save_pretrained writes it: the class defaults
+    assert config["max_position_embeddings"] == 2048 and config["bos_token_id"] == 1 and config["pad_token_id"] is None
+    assert config["rope_parameters"]["rope_type"] == "llama3"
     assert not (trained / "out" / "tokenizer.json").exists()
 
 
@@ -120,7 +122,7 @@ def test_cli_origin_and_notes(trained):
     assert "not restored" not in out.stdout and "carries 2 other file(s)" in out.stdout
     assert json.loads((trained / "out" / "config.json").read_text()) == hf_config(trained / "hf")
     check = cli("check", trained / "trained", "--format", "llama")
-    assert "note: config.json: 5 key(s) not restored" in check.stdout
+    assert "note: config.json: 7 key(s) that no native field holds are written with the defaults" in check.stdout
     inspect = cli("inspect", trained / "trained")
     assert "format not recorded; can be llama, mistral, mtp_llama, apriel_hybrid_ssm, apriel2_text" in inspect.stdout
     assert "carries" not in inspect.stdout

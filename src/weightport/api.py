@@ -18,7 +18,8 @@ import numpy as np
 
 from weightport import families
 from weightport.core import config_rules, layouts
-from weightport.core.paths import MISSING, dotted, get, leaves, put, remove, split
+from weightport.core.hf_classes import BASE_KEYS
+from weightport.core.paths import MISSING, dotted, get, leaves, put, remove
 from weightport.core.plan import Plan, Ref, Step, build
 from weightport.core.runtime import run
 from weightport.core.spec import ModelSpec
@@ -33,21 +34,6 @@ from weightport.native.schema import canonical, resolve
 SIDES = ("hf", "native")
 DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 DTYPE_NAMES = {code: name for name, code in DTYPES.items()}
-# HF config keys that describe the file or the runtime, not the model; accepted by every family.
-GENERIC_HF_KEYS = frozenset({
-    "_name_or_path", "architectures", "auto_map", "model_type", "transformers_version", "dtype", "torch_dtype",
-    "use_cache", "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "mask_token_id",
-    "decoder_start_token_id", "initializer_range", "id2label", "label2id", "return_dict", "output_attentions",
-    "output_hidden_states", "torchscript", "problem_type", "chunk_size_feed_forward", "is_encoder_decoder",
-    "is_decoder", "add_cross_attention", "cross_attention_hidden_size", "tie_encoder_decoder", "prefix",
-    "pruned_heads", "task_specific_params", "finetuning_task", "tokenizer_class", "tf_legacy_loss",
-    "use_bfloat16", "max_length", "min_length", "do_sample", "temperature", "top_k", "top_p", "typical_p",
-    "num_beams", "num_beam_groups", "diversity_penalty", "repetition_penalty", "length_penalty",
-    "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences",
-    "output_scores", "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id",
-    "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
-    "early_stopping", "output_router_logits_deprecated", "num_labels",
-})
 
 
 # Files that are weights or are rewritten; every other top-level file of an HF folder (tokenizer, generation config,
@@ -98,10 +84,20 @@ def _resolve(spec: ModelSpec, explicit: dict) -> dict:
 
 
 def import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str]:
-    """(explicit native config, resolved native config, rotary layout) of an HF config dict."""
+    """(explicit native config, resolved native config, config.json layout) of an HF config dict. Absent keys take
+    the defaults of the format's HF config class, as transformers gives them."""
+    explicit, config, layout, _ = _import_config(spec, raw)
+    return explicit, config, layout
+
+
+def _import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str, list[str]]:
     normalized, layout = layouts.normalize(raw, spec.layouts)
-    explicit = config_rules.from_hf(spec.hf_rules, normalized, spec.name, GENERIC_HF_KEYS)
-    return explicit, _resolve(spec, explicit), layout
+    undefined: tuple = ()
+    if spec.hf_class is not None:
+        undefined = tuple(spec.hf_class.undefined(normalized))
+        normalized = spec.hf_class.fill(normalized)
+    explicit, kept = config_rules.from_hf(spec.hf_rules, normalized, spec.name, BASE_KEYS, undefined)
+    return explicit, _resolve(spec, explicit), layout, [dotted(k) for k in kept]
 
 
 def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | None = None) -> dict:
@@ -148,25 +144,33 @@ def _in_layout(spec: ModelSpec, original: dict, layout: str) -> dict:
     return layouts.write_layout(normalized, layout, spec.layouts, spec.canonical)
 
 
-# Keys that transformers' config classes write for every model, which a native checkpoint does not hold.
-TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
-
-
-def not_restored(spec: ModelSpec, original: dict | None, exported: dict, layout: str) -> list[str]:
+def not_restored(spec: ModelSpec, original: dict | None, exported: dict, layout: str, config: dict) -> list[str]:
     """The HF keys an export does not give back: those of the `original` config.json that differ or are missing in
-    `exported` (dtype keys aside, which follow the output), or without an original, the keys of the format that no
-    native config holds (kept only in weightport's metadata: `max_position_embeddings`, token ids, ...)."""
+    `exported` (dtype keys aside, which follow the output), or without an original, the keys that no field of the
+    resolved native `config` gave, which the export writes with the defaults of the HF config class
+    (`max_position_embeddings`, token ids, ...)."""
     if original is not None:
         original = _in_layout(spec, original, layout)
         return [dotted(p) for p, v in leaves(original).items()
                 if p[0] not in ("dtype", "torch_dtype") and get(exported, p) != v]
-    keys = [*TOKEN_KEYS, *config_rules.ignored_hf_keys(spec.hf_rules)]
-    return [k for k in dict.fromkeys(keys) if get(exported, split(k)) is MISSING]
+    own = _written(spec, config, layout, complete=False)
+    found = []
+    for path in leaves(exported):
+        first = next(path[:i] for i in range(1, len(path) + 1) if get(own, path[:i]) is MISSING or i == len(path))
+        if get(own, first) is MISSING and first[0] not in ("transformers_version", "dtype", "torch_dtype"):
+            found.append(dotted(first))
+    return list(dict.fromkeys(found))
 
 
-def _written(spec: ModelSpec, config: dict, layout: str) -> dict:
-    return layouts.write_layout(config_rules.to_hf(spec.hf_rules, config, spec.name), layout, spec.layouts,
-                                spec.canonical)
+def _written(spec: ModelSpec, config: dict, layout: str, complete: bool = True) -> dict:
+    """The config.json of a resolved native config in `layout`: with `complete`, every key of the HF config class
+    (the rules' keys, the others at their defaults) and the layout's `transformers_version`, as `save_pretrained`
+    writes them."""
+    hf = config_rules.to_hf(spec.hf_rules, config, spec.name)
+    if complete and spec.hf_class is not None:
+        hf = spec.hf_class.fill(hf)
+        hf.setdefault("transformers_version", layouts.VERSIONS[layout])
+    return layouts.write_layout(hf, layout, spec.layouts, spec.canonical)
 
 
 def _try(config: dict, same: Callable[[dict], bool], change: Callable[[dict], None]) -> dict:
@@ -179,7 +183,7 @@ def _try(config: dict, same: Callable[[dict], bool], change: Callable[[dict], No
 
 
 def _value_notes(spec: ModelSpec, source: dict, config: dict, layout: str) -> list[str]:
-    expected = _written(spec, config, layout)
+    expected = _written(spec, config, layout, complete=False)
     return [
         f"config.json {dotted(p)} = {v!r} is stored natively as what {get(expected, p)!r} means; "
         "the original value is kept in the metadata and restored on export"
@@ -312,10 +316,14 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
             raise ConfigError(f"{path} is an HF checkpoint; --origin applies to native checkpoints")
         raw = hf_config.read_config(path / "config.json")
         spec = families.load(format or families.detect(raw.get("model_type")))
-        explicit, config, layout = import_config(spec, raw)
+        explicit, config, layout, kept = _import_config(spec, raw)
         tensors = safetensors.read_checkpoint(path)
-        return Checkpoint("hf", path, spec, explicit, config, tensors, raw, layout,
-                          _value_notes(spec, raw, config, layout), carried_files(path))
+        notes = _value_notes(spec, raw, config, layout)
+        if kept:
+            notes.append(f"config.json: {len(kept)} key(s) that the {spec.hf_class.name} class does not define, so "
+                         f"they cannot change the model: kept in the metadata and written back on export: "
+                         f"{', '.join(kept)}")
+        return Checkpoint("hf", path, spec, explicit, config, tensors, raw, layout, notes, carried_files(path))
     if (path / native_ckpt.METADATA).is_file():
         meta = native_ckpt.read_metadata(path)
         extras = meta["metadata"].get("weightport") or {}
@@ -395,11 +403,16 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     if len(dtypes) == 1 and dtypes <= set(DTYPE_NAMES):  # else (mixed dtypes) the recorded value stays
         config.update(dict.fromkeys(keys, DTYPE_NAMES[dtypes.pop()]))
     extra: tuple[str, ...] = ()
-    lost = not_restored(src.spec, src.hf_config, config, layout)
+    lost = not_restored(src.spec, src.hf_config, config, layout, src.config)
     if lost:
-        why = ("they differ from the model's architecture" if src.hf_config is not None else
-               "the native checkpoint keeps no record of its HF config.json; name it with --origin")
-        extra += (f"config.json: {len(lost)} key(s) not restored ({why}): {', '.join(lost)}",)
+        if src.hf_config is not None:
+            extra += (f"config.json: {len(lost)} key(s) not restored (they differ from the model's architecture): "
+                      f"{', '.join(lost)}",)
+        else:
+            cls = src.spec.hf_class.name if src.spec.hf_class else "the HF config class"
+            extra += (f"config.json: {len(lost)} key(s) that no native field holds are written with the defaults of "
+                      f"{cls} (the native checkpoint keeps no record of its HF config.json; name it with --origin): "
+                      f"{', '.join(lost)}",)
     if src.hf_config is None and not src.carried:
         extra += ("no tokenizer or other HF files to carry: the native checkpoint keeps none; name the HF model with "
                   "--origin to carry its files",)

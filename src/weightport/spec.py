@@ -1,7 +1,8 @@
 """What a family file imports: the config and weight primitives, and `ModelSpec`.
 
-Config rules: `Rename`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`, `Entries`, `Layout`,
+Config rules: `Rename`, `AnyOf`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`, `Entries`, `Layout`,
 and `NoBiases` (per-layer bias switches left to the block's).
+HF config classes as data: `HFClass` (keys and defaults), with `From`, `Merged` and `Sub` defaults.
 Weight rules: `Tensor`, `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Items`, `Each`, `Repeat`, `Switch`
 (structure); `override` replaces rules of a table by key, with the
 layout ops `T` (transpose) and `Flatten`.
@@ -10,7 +11,8 @@ layout ops `T` (transpose) and `Flatten`.
 from __future__ import annotations
 
 from weightport.core import config_rules
-from weightport.core.config_rules import Choice, Computed, Constant, Derived, Entries, Ignore, Nested, Rename
+from weightport.core.config_rules import AnyOf, Choice, Computed, Constant, Derived, Entries, Ignore, Nested, Rename
+from weightport.core.hf_classes import From, HFClass, Merged, Sub
 from weightport.core.ops import Flatten, T
 from weightport.core.layouts import PER_LAYER
 from weightport.core.spec import ModelSpec, override, section
@@ -43,7 +45,7 @@ def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each
 
 
 __all__ = [
-    "PER_LAYER", "Blocks", "Entries", "Items", "Layout", "section", "Choice", "Computed", "Constant", "Derived",
-    "Each", "Flatten", "Fuse", "Ignore", "Linear",
-    "ModelSpec", "Nested", "NoBiases", "Rename", "Repeat", "Section", "Switch", "T", "Tensor", "override",
+    "PER_LAYER", "AnyOf", "Blocks", "Choice", "Computed", "Constant", "Derived", "Each", "Entries", "Flatten", "From",
+    "Fuse", "HFClass", "Ignore", "Items", "Layout", "Linear", "Merged", "ModelSpec", "Nested", "NoBiases", "Rename",
+    "Repeat", "Section", "Sub", "Switch", "T", "Tensor", "override", "section",
 ]

@@ -16,7 +16,7 @@ META = frozenset({"model_type", "torch_dtype", "id2label"})
 
 
 def imp(rules: tuple, hf: dict) -> dict:
-    return from_hf(rules, hf, "toy", META)
+    return from_hf(rules, hf, "toy", META)[0]
 
 
 def exp(rules: tuple, native: dict) -> dict:

@@ -3,7 +3,8 @@
 A family's config table is a tuple of rules. `from_hf` runs every rule against an HF `config.json` dict and builds
 the explicit native config; `to_hf` runs them against a resolved native config and builds the HF dict. Both
 directions record what each rule claimed, so coverage is checked on every run: an HF key no rule claims is an
-error, and so is a native architecture field no rule claims. Rules are frozen values; all run state lives in `_Run`.
+error (unless the HF config class does not define it: then it cannot change the model, and it is only reported), and
+so is a native architecture field no rule claims. Rules are frozen values; all run state lives in `_Run`.
 Paths in a rule are relative to the section it sits in (`Nested`, `Choice`, `Entries`, `Layout`).
 """
 
@@ -51,6 +52,16 @@ class Constant:
     write: bool = True
     also: tuple = ()  # other HF values accepted on import
     none_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """A native switch that is on when any of several HF keys is true (transformers' Llava family ties the embeddings
+    when the top-level `tie_word_embeddings` or the text model's is true). On export every key gets the native value.
+    """
+
+    native: str
+    hf: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,32 +157,47 @@ def _names(spelled: Any) -> tuple:
 class _Run:
     family: str
     problems: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # keys of the HF config class that no rule converts
+    missing: bool = False
     hf_claims: set[Path] = field(default_factory=set)
     native_claims: set[Path] = field(default_factory=set)
     native_subtrees: set[Path] = field(default_factory=set)
 
 
-def from_hf(rules: tuple, hf: dict, family: str, metadata_keys: frozenset[str]) -> dict:
-    """The explicit native config for an HF config dict.
+def from_hf(rules: tuple, hf: dict, family: str, metadata_keys: frozenset[str],
+            undefined: tuple[Path, ...] = ()) -> tuple[dict, list[Path]]:
+    """The explicit native config for an HF config dict, and the `undefined` keys (keys the HF config class does
+    not define, which cannot change the model) that no rule read: they are accepted as they are.
 
     Raises ConfigError listing every unknown, missing, unsupported or inconsistent key at once.
     """
     run = _Run(family)
     native: dict = {}
     _import(rules, hf, native, (), (), run)
+    kept: list[Path] = []
     for path, value in leaves(hf).items():
-        if not path or path[0] in metadata_keys or path[-1] in metadata_keys:
+        if not path or any(key in metadata_keys for key in path[:2]) or path[-1] in metadata_keys:
             continue
         claimed = any(path[: len(c)] == c for c in run.hf_claims)
         if value is None or value == {}:  # a null or empty section is absent: claimed if a rule reads inside it
             claimed = claimed or any(c[: len(path)] == path for c in run.hf_claims)
-        if not claimed:
-            run.problems.append(f"unknown key {dotted(path)!r} (value {value!r})")
-    if run.problems:
-        raise ConfigError(report(
-            f"{family}: config.json cannot be imported", run.problems,
-            "a key weightport does not know may change the model; check --format, or report the key"))
-    return native
+        if claimed:
+            continue
+        outside = next((u for u in undefined if path[: len(u)] == u), None)
+        if outside is not None:
+            kept += [outside] if outside not in kept else []
+        else:
+            run.unknown.append(f"unknown key {dotted(path)!r} (value {value!r})")
+    if run.problems or run.unknown:
+        hints = []
+        if run.unknown:
+            hints.append("the HF config class of this format defines these keys and no rule converts them, so they "
+                         "may change the model: check --format, or report the key")
+        if run.missing:
+            hints.append("add the missing keys to config.json: the config class of this format gives them no default")
+        raise ConfigError(report(f"{family}: config.json cannot be imported", run.problems + run.unknown,
+                                 "; ".join(hints) or None))
+    return native, kept
 
 
 def to_hf(rules: tuple, native: dict, family: str) -> dict:
@@ -201,23 +227,6 @@ def _constants(rules: tuple, prefix: Path = ()) -> dict[Path, Any]:
     return out
 
 
-def ignored_hf_keys(rules: tuple, prefix: Path = ()) -> list[str]:
-    """The HF keys a rule table deliberately does not convert (`Ignore(hf=...)`), through nested sections, dotted."""
-    out: list[str] = []
-    for rule in rules:
-        if isinstance(rule, Ignore) and rule.hf is not None:
-            out.append(dotted(join(prefix, rule.hf)))
-        elif isinstance(rule, Nested):
-            out += ignored_hf_keys(rule.rules, join(prefix, rule.hf))
-        elif isinstance(rule, Choice):
-            for _, sub in rule.options.values():
-                out += ignored_hf_keys(sub, join(prefix, rule.hf))
-        elif isinstance(rule, Layout):
-            for sub in rule.blocks.values():
-                out += ignored_hf_keys(sub, prefix)
-    return out
-
-
 def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -> None:
     section = get(hf, h, {})
     for rule in rules:
@@ -228,6 +237,7 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
             if value is MISSING or (value in (None, "auto") and rule.default is not MISSING):
                 if rule.default is MISSING:
                     run.problems.append(f"missing key {dotted(path)!r}")
+                    run.missing = True
                     continue
                 try:
                     value = rule.default(section) if callable(rule.default) else rule.default
@@ -251,7 +261,18 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
                 run.hf_claims.add(path)
                 value = get(hf, path)
                 if value is not MISSING and value != rule.value and value not in rule.also:
-                    run.problems.append(f"{dotted(path)} = {value!r}, but {run.family} requires {rule.value!r}")
+                    run.problems.append(f"{dotted(path)} = {value!r}, but {run.family} requires {rule.value!r}"
+                                        + (f" ({rule.reason})" if rule.reason else ""))
+        elif isinstance(rule, AnyOf):
+            paths = [join(h, key) for key in rule.hf]
+            run.hf_claims.update(paths)
+            values = {dotted(p): get(hf, p) for p in paths if get(hf, p, None) is not None}
+            wrong = {k: v for k, v in values.items() if not isinstance(v, bool)}
+            if wrong or not values:
+                keys = " or ".join(map(dotted, paths))
+                run.problems.append(f"{keys} should be true or false, got {wrong or 'none'}")
+                continue
+            _set(native, join(n, rule.native), any(values.values()), paths[0], run)
         elif isinstance(rule, Derived):
             if rule.hf is not None:
                 run.hf_claims.add(join(h, rule.hf))
@@ -285,6 +306,8 @@ def _import(rules: tuple, hf: dict, native: dict, n: Path, h: Path, run: _Run) -
             if not match:
                 supported = ", ".join(str(s) for spelled, _ in rule.options.values() for s in _names(spelled))
                 run.problems.append(f"{dotted(path)} = {name!r} is not supported (supported: {supported})")
+                if rule.hf:  # the rest of the section belongs to the unsupported type: one problem says it
+                    run.hf_claims.add(join(h, rule.hf))
                 continue
             if rule.stored:
                 put(native, join(n, rule.native, "type"), match[0])
@@ -375,6 +398,11 @@ def _export(rules: tuple, native: dict, hf: dict, n: Path, h: Path, run: _Run) -
                                         f"{rule.value!r}" + (f" ({rule.reason})" if rule.reason else ""))
             elif rule.write:
                 _write(hf, join(h, rule.hf), rule.value, (), run)
+        elif isinstance(rule, AnyOf):
+            path = join(n, rule.native)
+            run.native_claims.add(path)
+            for key in rule.hf:
+                _write(hf, join(h, key), get(native, path), path, run)
         elif isinstance(rule, Derived):
             run.native_subtrees.add(join(n, rule.native))
             if rule.hf is not None:

@@ -16,6 +16,10 @@ from weightport.errors import ConfigError
 
 CANONICAL = "transformers5"
 NAMES = ("transformers4", "transformers5", "transformers5.15")
+# The `transformers_version` an export in each layout writes: the transformers release whose save_pretrained writes
+# that layout and that weightport's rules and class tables were checked against (goldens: 4.57.6 and 5.14.1; the
+# pinned test dependency: 5.24.0).
+VERSIONS = {"transformers4": "4.57.6", "transformers5": "5.14.1", "transformers5.15": "5.24.0"}
 
 
 @dataclass(frozen=True)
@@ -138,4 +142,5 @@ def equivalent(layout: str, other: str, canonical: tuple[str, ...]) -> bool:
     return layout == other or (layout in canonical and other in canonical)
 
 
-__all__ = ["CANONICAL", "NAMES", "PER_LAYER", "ROTARY_V4", "Relayout", "equivalent", "normalize", "write_layout"]
+__all__ = ["CANONICAL", "NAMES", "PER_LAYER", "ROTARY_V4", "VERSIONS", "Relayout", "equivalent", "normalize",
+           "write_layout"]

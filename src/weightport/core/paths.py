@@ -25,7 +25,8 @@ def join(*parts: str | Path) -> Path:
 
 
 def dotted(path: Path) -> str:
-    return ".".join(path) or "<root>"
+    """`("a", "b")` -> `"a.b"`, for messages; a key that itself holds a dot is quoted: `'"transformers.js_config"'`."""
+    return ".".join(f'"{key}"' if "." in key else key for key in path) or "<root>"
 
 
 def get(tree: Any, path: Path, default: Any = MISSING) -> Any:

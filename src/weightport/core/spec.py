@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from weightport.core.config_rules import Constant
+from weightport.core.hf_classes import HFClass
 from weightport.core.layouts import CANONICAL, ROTARY_V4, Relayout
 from weightport.errors import SpecError
 
@@ -75,6 +76,7 @@ class ModelSpec:
     layouts: tuple[Relayout, ...] = (ROTARY_V4,)  # other config.json layouts read, and written on request
     canonical: tuple[str, ...] = (CANONICAL, "transformers5.15")  # layout names that mean the rules' own layout
     aliases: tuple[str, ...] = ()  # other HF model types read as this format
+    hf_class: HFClass | None = None  # the HF config class: its keys and defaults (None: only the rules' keys)
     hf_rules: tuple = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +88,7 @@ class ModelSpec:
 
     def extend(self, *, name: str, model_type: str | None = None, architecture: str | None = None,
                config: tuple = (), weights: tuple = (), drop: tuple[str, ...] = (),
-               hf_layout: str | None = None) -> ModelSpec:
+               hf_layout: str | None = None, hf_class: HFClass | None = None) -> ModelSpec:
         """A variant: config and weight rules replace the family's rules with the same key (or are added);
         `drop` removes config rules by key."""
         return ModelSpec(
@@ -99,4 +101,5 @@ class ModelSpec:
             hf_layout=hf_layout or self.hf_layout,
             layouts=self.layouts,
             canonical=self.canonical,
+            hf_class=hf_class or self.hf_class,
         )

@@ -63,4 +63,6 @@ VISION_WEIGHTS = (
 
 SPEC = ModelSpec(name="apriel2", model_type="apriel2", architecture="Apriel2ForConditionalGeneration", config=CONFIG,
                  weights=apriel2_text.WEIGHTS + (Section("vision_encoder", "model.vision_encoder", VISION_WEIGHTS),),
-                 native_model="multimodal")
+                 native_model="multimodal",
+                 hf_class=apriel2_text.HF_CLASS.extend("Apriel2Config", apriel2_text.HF_CLASS.source, {
+                     "vision_encoder": None, "image_token_index": None}))

@@ -7,8 +7,8 @@ the rotary type `mistral_1d` (native `default`) and activations (HF names).
 from weightport.families import llama
 from weightport.families.apriel_hybrid_ssm import GATED_NORM, GDN_WEIGHTS, MAMBA_WEIGHTS
 from weightport.spec import (
-    Blocks, Choice, Constant, Entries, Ignore, Items, Linear, ModelSpec, Nested, NoBiases, Rename, Section, Switch,
-    T, Tensor, override,
+    Blocks, Choice, Constant, Entries, From, HFClass, Ignore, Items, Linear, ModelSpec, Nested, NoBiases, Rename,
+    Section, Switch, T, Tensor, override,
 )
 
 AUTO_MAP = {
@@ -138,5 +138,26 @@ WEIGHTS = (
     Tensor("head.output_weights", "lm_head.weight"),
 )
 
+
+
+def _default_decoder(hf: dict) -> dict:
+    block = {
+        "mixer": {"type": "attention", "heads": 32, "head_groups": 32, "head_size": hf["hidden_size"] // 32,
+                  "rotary": {"type": "default", "theta": 10000.0}, "add_linear_biases": False},
+        "mlp": {"type": "mlp", "intermediate_size": hf["hidden_size"] * 4, "activation": "silu", "gated": True,
+                "add_linear_biases": False},
+        "normalization": {"type": "rms_norm", "epsilon": 1e-5},
+    }
+    return {"type": "fixed", "num_blocks": 32, "block": block}
+
+
+HF_CLASS = HFClass("Apriel2TextConfig", "Fast-LLM 0.4.0 (7d61a1b) fast_llm_external_models/apriel2/"
+                   "configuration_apriel2.py", {
+    "hidden_size": 4096, "vocab_size": 32000, "decoder": From(_default_decoder, "a 32-layer attention decoder"),
+    "embeddings": From(lambda hf: {"max_position_embeddings": 2048}, "2048 positions"),
+    "head": From(lambda hf: {"normalization": {"type": "rms_norm", "epsilon": 1e-5}}, "an RMS-normed head"),
+    "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": None, "use_cache": True,
+})
+
 SPEC = ModelSpec(name="apriel2_text", model_type="apriel2_text", architecture="Apriel2ForCausalLM", config=CONFIG,
-                 weights=WEIGHTS)
+                 weights=WEIGHTS, hf_class=HF_CLASS)

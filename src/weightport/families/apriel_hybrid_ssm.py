@@ -9,7 +9,8 @@ import math
 
 from weightport.families import llama, mistral
 from weightport.spec import (
-    Blocks, Constant, Ignore, Layout, Linear, Nested, NoBiases, Rename, Switch, Tensor, override, section,
+    Blocks, Constant, From, Ignore, Layout, Linear, Merged, Nested, NoBiases, Rename, Switch, Tensor, override,
+    section,
 )
 
 S, L = "ssm_cfg", "linear_attn_config"
@@ -90,8 +91,27 @@ BLOCK_WEIGHTS = override(llama.BLOCK_WEIGHTS, (Switch("mixer", "mixer", {
     "gdn": ("mixer", GDN_WEIGHTS),
 }),))
 
+# The class fills `ssm_cfg` entry by entry from these defaults (d_inner 32 * 128, d_xb None: the hidden size).
+SSM_DEFAULTS = {
+    "d_state": 64, "n_v_heads": 32, "n_qk_heads": 32, "expand": 1, "chunk_size": 128, "activation": "identity",
+    "bias": False, "d_conv": 4, "d_inner": 32 * 128, "d_xb": None, "dt_rank": "auto", "dt_min": 0.001, "dt_max": 0.1,
+    "dt_init": "random", "dt_scale": 1.0, "dt_init_floor": 1e-4, "conv_bias": True,
+}
+LAYER_TYPES = {"t": "full_attention", "swa": "sliding_attention", "gdn": "gated_delta_net", "kl": "kimi_linear",
+               "m2": "mamba2"}
+HF_CLASS = mistral.HF_CLASS.extend(
+    "AprielHybridSSMConfig",
+    "Fast-LLM 0.4.0 (7d61a1b) fast_llm_external_models/apriel_hybrid_ssm/configuration_apriel_hybrid_ssm.py", {
+        "hybrid_block_layout": ["t"],
+        "ssm_cfg": Merged({**SSM_DEFAULTS, "dt_proj_bias": True, "repeat_kv_before_conv": True}),
+        "layer_types": From(lambda hf: [LAYER_TYPES[name] for name in hf["hybrid_block_layout"]],
+                            "hybrid_block_layout in vLLM's names"),
+        "linear_attn_config": Merged({"short_conv_kernel_size": 4, "head_dim": 128, "num_heads": 32}),
+    })
+
 SPEC = mistral.SPEC.extend(
     name="apriel_hybrid_ssm", architecture="AprielHybridSSMForCausalLM", config=CONFIG,
     drop=("decoder.type", "decoder.block"), weights=(Blocks("decoder", llama.LAYERS, BLOCK_WEIGHTS),),
     hf_layout="transformers4",  # the remote config class is a transformers 4 MistralConfig
+    hf_class=HF_CLASS,
 )

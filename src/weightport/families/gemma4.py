@@ -11,8 +11,8 @@ transformers 5.15 and later write the full-layer sizes as `per_layer_config`; bo
 
 from weightport.families import llama
 from weightport.spec import (
-    PER_LAYER, Blocks, Choice, Constant, Derived, Flatten, Ignore, Layout, Linear, ModelSpec, Nested, NoBiases, Rename,
-    Section, Switch, T, Tensor,
+    PER_LAYER, Blocks, Choice, Constant, Derived, Flatten, From, HFClass, Ignore, Layout, Linear, ModelSpec, Nested,
+    NoBiases, Rename, Section, Switch, T, Tensor,
 )
 
 
@@ -168,5 +168,25 @@ WEIGHTS = (
     Tensor("head.output_weights", "lm_head.weight"),
 )
 
+# Written in the flat layout of transformers 5.14 (`global_head_dim`, `num_global_key_value_heads`), which 5.15 and
+# later write as `per_layer_config`; every other default is as in 5.24.
+HF_CLASS = HFClass("Gemma4TextConfig", "transformers 5.24.0 models/gemma4/configuration_gemma4.py", {
+    "vocab_size": 262144, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 30,
+    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+    "max_position_embeddings": 131072, "initializer_range": 0.02, "rms_norm_eps": 1e-6, "use_cache": True,
+    "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "tie_word_embeddings": True,
+    "rope_parameters": {"full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1000000.0,
+                                           "rope_type": "proportional"},
+                        "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}},
+    "attention_bias": False, "attention_dropout": 0.0, "sliding_window": 512,
+    "layer_types": From(lambda hf: ["full_attention" if (i + 1) % 6 == 0 or i == hf["num_hidden_layers"] - 1
+                                    else "sliding_attention" for i in range(hf["num_hidden_layers"])],
+                        "every sixth layer full, and the last"),
+    "final_logit_softcapping": None, "use_bidirectional_attention": None, "vocab_size_per_layer_input": 262144,
+    "hidden_size_per_layer_input": 256, "attention_k_eq_v": False, "num_kv_shared_layers": 0,
+    "enable_moe_block": False, "use_double_wide_mlp": False, "num_experts": None, "top_k_experts": None,
+    "moe_intermediate_size": None, "global_head_dim": 512, "num_global_key_value_heads": None,
+})
+
 SPEC = ModelSpec(name="gemma4", model_type="gemma4_text", architecture="Gemma4ForCausalLM", config=CONFIG,
-                 weights=WEIGHTS, layouts=(PER_LAYER,), canonical=("transformers5",))
+                 weights=WEIGHTS, layouts=(PER_LAYER,), canonical=("transformers5",), hf_class=HF_CLASS)

@@ -6,7 +6,8 @@ transposed. Biases are global switches (`attention_bias`, `mlp_bias`).
 """
 
 from weightport.spec import (
-    Blocks, Choice, Constant, Ignore, Linear, ModelSpec, Nested, NoBiases, Rename, Section, T, Tensor,
+    Blocks, Choice, Constant, From, HFClass, Ignore, Linear, Merged, ModelSpec, Nested, NoBiases, Rename, Section, T,
+    Tensor,
 )
 
 B = "decoder.block"
@@ -26,6 +27,22 @@ ROTARY = Choice("rotary", "rope_parameters", key="rope_type", default="default",
                           Rename("high_frequency_factor", "high_freq_factor"))),
     "yarn": ("yarn", (THETA, FACTOR, CONTEXT, Rename("attention_factor", "attention_factor", default=None),
                       Rename("beta_fast", "beta_fast", default=32.0), Rename("beta_slow", "beta_slow", default=1.0))),
+})
+
+
+def rope(theta: float) -> Merged:
+    """transformers 5's `rope_parameters`: a missing `rope_type` is `default`, a missing `rope_theta` the class's."""
+    return Merged({"rope_theta": theta, "rope_type": "default"})
+
+
+KV_HEADS = From(lambda hf: hf["num_attention_heads"], "as many KV heads as query heads")
+HEAD_DIM = From(lambda hf: hf["hidden_size"] // hf["num_attention_heads"], "hidden_size // num_attention_heads")
+HF_CLASS = HFClass("LlamaConfig", "transformers 5.24.0 models/llama/configuration_llama.py", {
+    "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": KV_HEADS, "hidden_act": "silu", "max_position_embeddings": 2048,
+    "initializer_range": 0.02, "rms_norm_eps": 1e-6, "use_cache": True, "pad_token_id": None, "bos_token_id": 1,
+    "eos_token_id": 2, "pretraining_tp": 1, "tie_word_embeddings": False, "rope_parameters": rope(10000.0),
+    "attention_bias": False, "attention_dropout": 0.0, "mlp_bias": False, "head_dim": HEAD_DIM,
 })
 
 
@@ -82,6 +99,8 @@ CONFIG = (
     Ignore(native="embeddings.num_position_embeddings", reason="used only by position embeddings"),
     Ignore(hf="max_position_embeddings", reason="native models have no position limit; kept in metadata"),
     Ignore(hf="pretraining_tp", reason="a tensor-parallel hint of pretraining; no effect on the model"),
+    Constant(False, hf="rope_interleaved", write=False,
+             reason="interleaved rotary pairs (nanotron's layout, which SmolLM2 configs name) are not Llama's"),
     Constant("fixed", native="decoder.type", reason="Llama layers are all alike"),
     Rename("decoder.num_blocks", "num_hidden_layers"),
     Nested(B, "", BLOCK),
@@ -110,4 +129,5 @@ WEIGHTS = (
     Tensor("head.output_weights", "lm_head.weight"),
 )
 
-SPEC = ModelSpec(name="llama", model_type="llama", architecture="LlamaForCausalLM", config=CONFIG, weights=WEIGHTS)
+SPEC = ModelSpec(name="llama", model_type="llama", architecture="LlamaForCausalLM", config=CONFIG, weights=WEIGHTS,
+                 hf_class=HF_CLASS)

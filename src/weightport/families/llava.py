@@ -7,8 +7,8 @@ with 2-D rotary. The projector is the native vision adapter (`linear_2` stored t
 
 from weightport.families import llama, mistral
 from weightport.spec import (
-    Blocks, Choice, Constant, Derived, Flatten, Ignore, Linear, ModelSpec, Nested, NoBiases, Rename, Section, T,
-    Tensor,
+    AnyOf, Blocks, Choice, Constant, Derived, Flatten, From, HFClass, Ignore, Linear, ModelSpec, Nested, NoBiases,
+    Rename, Section, Sub, T, Tensor, override,
 )
 
 # Pixtral's image normalization (CLIP statistics), which Fast-LLM records with the vision encoder.
@@ -90,10 +90,13 @@ TEXT_MODELS = {"mistral": ("mistral", mistral.SPEC.config), "llama": ("llama", l
 
 
 def config(text_models: dict) -> tuple:
-    """The Llava config table around text models selected by `text_config.model_type`."""
+    """The Llava config table around text models selected by `text_config.model_type`. The embeddings are tied when
+    the top-level `tie_word_embeddings` or the text model's is true (LlavaConfig.__post_init__, transformers 5.24)."""
+    untied = {kind: (spelled, override(rules, drop=("tied_embedding_weight",)))
+              for kind, (spelled, rules) in text_models.items()}
     return (
-        Choice("", "text_config", text_models, key="model_type", default="llama", stored=False),
-        Rename("tied_embedding_weight", "tie_word_embeddings", default=False),
+        Choice("", "text_config", untied, key="model_type", default="llama", stored=False),
+        AnyOf("tied_embedding_weight", ("tie_word_embeddings", "text_config.tie_word_embeddings")),
         Nested("vision_encoder", "vision_config", VISION),
         Nested("vision_encoder.adapter", "", ADAPTER),
         Rename("image_token_index", "image_token_index"),
@@ -127,5 +130,29 @@ def weights(text: tuple) -> tuple:
     )
 
 
+PIXTRAL = HFClass("PixtralVisionConfig", "transformers 5.24.0 models/pixtral/configuration_pixtral.py", {
+    "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+    "num_channels": 3, "image_size": 1024, "patch_size": 16, "hidden_act": "gelu", "attention_dropout": 0.0,
+    "rope_parameters": From(lambda hf: {"rope_theta": 10000.0, "rope_type": "default"}, "2-D rotary, theta 10000"),
+    "initializer_range": 0.02, "head_dim": llama.HEAD_DIM,
+}, pinned={"rope_parameters": {"rope_theta": 10000.0, "rope_type": "axial"}})
+
+
+def hf_class(name: str, source: str, text: dict, text_default: str, vision: Sub, **keys: object) -> HFClass:
+    """A Llava-like config class around `text` classes (by `model_type`) and a vision class."""
+    return HFClass(name, source, {
+        "vision_config": vision, "text_config": Sub(text, text_default), "image_token_index": 32000,
+        "image_seq_length": 576, "projector_hidden_act": "gelu", "vision_feature_select_strategy": "default",
+        "vision_feature_layer": -2, "multimodal_projector_bias": True, **keys,
+    })
+
+
+# Without a vision_config the class makes a CLIP one, which this format does not convert.
+VISION_CLASSES = Sub({"pixtral": PIXTRAL}, "clip_vision_model")
+HF_CLASS = hf_class("LlavaConfig", "transformers 5.24.0 models/llava/configuration_llava.py",
+                    {"llama": llama.HF_CLASS, "mistral": mistral.HF_CLASS}, "llama", VISION_CLASSES,
+                    tie_word_embeddings=False)
+
 SPEC = ModelSpec(name="llava", model_type="llava", architecture="LlavaForConditionalGeneration",
-                 config=config(TEXT_MODELS), weights=weights(llama.WEIGHTS), native_model="multimodal")
+                 config=config(TEXT_MODELS), weights=weights(llama.WEIGHTS), native_model="multimodal",
+                 hf_class=HF_CLASS)

@@ -4,7 +4,7 @@ remote code): Llava whose text model is an Apriel hybrid SSM (`text_config.model
 """
 
 from weightport.families import apriel_hybrid_ssm, llama, llava
-from weightport.spec import Blocks, Constant, Ignore, ModelSpec, Tensor, override
+from weightport.spec import Blocks, Constant, Ignore, Merged, ModelSpec, Tensor, override
 
 AUTO_MAP = {
     "AutoConfig": "configuration_llava_hybrid.LlavaHybridConfig",
@@ -22,6 +22,13 @@ FAST_LLM_TEXT = (
 TEXT = override(apriel_hybrid_ssm.SPEC.config, FAST_LLM_TEXT, drop=("hf:auto_map",))
 TEXT_MODELS = {"apriel_ssm_thinker_hybrid": (("apriel_ssm_thinker_hybrid", "llama"), TEXT)}
 
+SOURCE = "Fast-LLM 0.4.0 (7d61a1b) fast_llm_external_models/llava_hybrid/configuration_llava_hybrid.py"
+TEXT_CLASS = apriel_hybrid_ssm.HF_CLASS.extend("AprielSSMHybridConfig", SOURCE, {
+    "hybrid_block_layout": ["m2d"], "ssm_cfg": Merged(apriel_hybrid_ssm.SSM_DEFAULTS),
+}, drop=("layer_types", "linear_attn_config"))
+HF_CLASS = llava.hf_class("LlavaHybridConfig", SOURCE, {"apriel_ssm_thinker_hybrid": TEXT_CLASS,
+                                                        "llama": llama.HF_CLASS}, "llama", llava.VISION_CLASSES)
+
 SPEC = ModelSpec(
     name="llava_hybrid_ssm", model_type="llava_hybrid", architecture="LlavaHybridForConditionalGeneration",
     config=llava.config(TEXT_MODELS) + (Constant(AUTO_MAP, hf="auto_map", reason="remote code"),),
@@ -32,5 +39,5 @@ SPEC = ModelSpec(
         Tensor("head.final_norm.weight", "model.norm.weight"),
         Tensor("head.output_weights", "lm_head.weight"),
     ),
-    native_model="multimodal", aliases=("llava_hybrid_ssm",),
+    native_model="multimodal", aliases=("llava_hybrid_ssm",), hf_class=HF_CLASS,
 )

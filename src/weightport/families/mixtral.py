@@ -6,7 +6,17 @@ stacks each expert's down projection (w2) transposed. The router is `gate`.
 
 from weightport.families import llama, mistral
 from weightport.families.llama import P
-from weightport.spec import Blocks, Constant, Ignore, Rename, Section, T, Tensor, override
+from weightport.families.llama import rope
+from weightport.spec import Blocks, Constant, HFClass, Ignore, Rename, Section, T, Tensor, override
+
+HF_CLASS = HFClass("MixtralConfig", "transformers 5.24.0 models/mixtral/configuration_mixtral.py", {
+    "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": None, "hidden_act": "silu",
+    "max_position_embeddings": 131072, "initializer_range": 0.02, "rms_norm_eps": 1e-5, "use_cache": True,
+    "pad_token_id": None, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False, "sliding_window": None,
+    "attention_dropout": 0.0, "num_experts_per_tok": 2, "num_local_experts": 8, "output_router_logits": False,
+    "router_aux_loss_coef": 0.001, "router_jitter_noise": 0.0, "rope_parameters": rope(1000000.0),
+})
 
 MOE = (
     Tensor("router.weight", "gate.weight"),
@@ -14,7 +24,7 @@ MOE = (
     Tensor("layer_2.weight", "experts.{expert}.w2.weight", ops=(T(),), experts="experts"),
 )
 
-SPEC = mistral.SPEC.extend(name="mixtral", architecture="MixtralForCausalLM", config=(
+SPEC = mistral.SPEC.extend(name="mixtral", architecture="MixtralForCausalLM", hf_class=HF_CLASS, config=(
     Constant("moe", native=f"{P}.type", reason="every Mixtral layer routes to experts"),
     Rename(f"{P}.experts", "num_local_experts"),
     Rename(f"{P}.experts_per_token", "num_experts_per_tok"),

@@ -6,7 +6,7 @@ the main head; there is no `model.norm`). All heads share one output projection,
 """
 
 from weightport.families import llama
-from weightport.spec import Constant, Ignore, Rename, Repeat, Tensor
+from weightport.spec import Constant, From, Ignore, Rename, Repeat, Tensor
 
 AUTO_MAP = {
     "AutoConfig": "configuration_mtp_llama.MTPLlamaConfig",
@@ -14,7 +14,13 @@ AUTO_MAP = {
     "AutoModelForCausalLM": "modeling_mtp_llama.MTPLlamaForCausalLM",
 }
 
-SPEC = llama.SPEC.extend(name="mtp_llama", architecture="MTPLlamaForCausalLM", config=(
+HF_CLASS = llama.HF_CLASS.extend(
+    "MTPLlamaConfig", "Fast-LLM 0.4.0 (7d61a1b) fast_llm_external_models/mtp_llama/configuration_mtp_llama.py", {
+    "prediction_heads": 1,
+    "rope_theta": From(lambda hf: hf["rope_parameters"]["rope_theta"], "the class also keeps rope_parameters' theta"),
+})
+
+SPEC = llama.SPEC.extend(name="mtp_llama", architecture="MTPLlamaForCausalLM", hf_class=HF_CLASS, config=(
     Rename("head.prediction_heads", "prediction_heads"),
     Constant(AUTO_MAP, hf="auto_map", reason="the transformers classes are remote code"),
     Ignore(hf="rope_theta", reason="a stale duplicate of rope_parameters.rope_theta written by the config class"),

@@ -4,10 +4,28 @@ Sliding-window attention (`use_sliding_window: true`) is refused rather than imp
 """
 
 from weightport.families import llama
-from weightport.families.llama import M, P
-from weightport.spec import Computed, Constant, Ignore
+from weightport.families.llama import M, P, rope
+from weightport.spec import Computed, Constant, From, HFClass, Ignore
 
-SPEC = llama.SPEC.extend(name="qwen2", architecture="Qwen2ForCausalLM", config=(
+
+def _layer_types(hf: dict) -> list[str]:
+    window = hf["sliding_window"] if hf["use_sliding_window"] else None
+    return ["sliding_attention" if window is not None and i >= hf["max_window_layers"] else "full_attention"
+            for i in range(hf["num_hidden_layers"])]
+
+
+HF_CLASS = HFClass("Qwen2Config", "transformers 5.24.0 models/qwen2/configuration_qwen2.py", {
+    "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 22016, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 32, "hidden_act": "silu", "max_position_embeddings": 32768,
+    "initializer_range": 0.02, "rms_norm_eps": 1e-6, "use_cache": True, "tie_word_embeddings": False,
+    "rope_parameters": rope(10000.0), "use_sliding_window": False,
+    # the class keeps the window only with use_sliding_window
+    "sliding_window": From(lambda hf: 4096 if hf["use_sliding_window"] else None, "4096 with use_sliding_window"),
+    "max_window_layers": 28, "layer_types": From(_layer_types, "sliding from max_window_layers on, if windowed"),
+    "attention_dropout": 0.0, "pad_token_id": None, "bos_token_id": None, "eos_token_id": None,
+})
+
+SPEC = llama.SPEC.extend(name="qwen2", architecture="Qwen2ForCausalLM", hf_class=HF_CLASS, config=(
     Constant(False, native=f"{M}.add_linear_biases", reason="Qwen2 sets each projection's bias"),
     Constant(True, native=f"{M}.query_layer.bias.enabled", none_from="add_linear_biases",
              reason="Qwen2 always has a q_proj bias"),

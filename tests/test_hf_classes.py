@@ -1,0 +1,234 @@
+"""HF config classes as data (`weightport.core.hf_classes`): each family's table is the class transformers uses, and
+configs are read as that class reads them (absent keys take its defaults; keys it does not define change nothing)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import transformers
+
+import weightport
+from helpers import GOLDENS, REPO_SHARED, cli, hf_config, native_meta
+from weightport import api, families, synth
+from weightport.core import layouts
+from weightport.errors import ConfigError
+from weightport.native.schema import canonical
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hf_configs"
+PINNED = "transformers5.15"  # the config.json layout the pinned transformers (5.24) writes
+BASE = set(transformers.PreTrainedConfig().to_dict()) | {"model_type"}
+
+
+def fixture(name: str) -> dict:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def class_defaults(cls) -> dict:
+    """What a default instance of an HF config class writes, less the base class's keys."""
+    return {k: v for k, v in cls().to_dict().items() if k not in BASE}
+
+
+def table_defaults(hf_class, spec=None, layout: str = PINNED) -> dict:
+    """A table's defaults for an empty config, in `layout`, with the pinned transformers' spellings."""
+    filled = hf_class.fill({})
+    if spec is not None:
+        filled = layouts.write_layout(filled, layout, spec.layouts, spec.canonical)
+    return {**filled, **copy.deepcopy(dict(hf_class.pinned))}
+
+
+def assert_table_is_class(hf_class, cls, spec=None, subs: tuple[str, ...] = ()) -> None:
+    theirs = {k: v for k, v in class_defaults(cls).items() if k not in subs}
+    ours = {k: v for k, v in table_defaults(hf_class, spec).items() if k not in subs}
+    assert sorted(ours) == sorted(theirs), f"{hf_class.name}: keys differ from {cls.__name__}"
+    assert ours == theirs, f"{hf_class.name}: defaults differ from {cls.__name__}"
+
+
+BUILT_IN = [("llama", "LlamaConfig"), ("mistral", "MistralConfig"), ("qwen2", "Qwen2Config"),
+            ("mixtral", "MixtralConfig"), ("gemma4", "Gemma4TextConfig")]
+
+
+@pytest.mark.parametrize("family, cls", BUILT_IN)
+def test_table_is_the_pinned_transformers_class(family, cls):
+    spec = families.load(family)
+    assert spec.hf_class.name == cls
+    assert_table_is_class(spec.hf_class, getattr(transformers, cls), spec)
+
+
+def test_llava_tables_are_the_pinned_transformers_classes():
+    llava = families.load("llava").hf_class
+    assert_table_is_class(llava, transformers.LlavaConfig, subs=("vision_config", "text_config"))
+    assert llava.keys["text_config"].classes == {"llama": families.load("llama").hf_class,
+                                                 "mistral": families.load("mistral").hf_class}
+    assert_table_is_class(llava.keys["vision_config"].classes["pixtral"], transformers.PixtralVisionConfig)
+
+
+def test_a_changed_default_is_caught():
+    """The comparison above can fail: a table with one default changed does not pass it."""
+    llama = families.load("llama").hf_class
+    changed = llama.extend("LlamaConfig", llama.source, {"max_position_embeddings": 4096})
+    with pytest.raises(AssertionError, match="defaults differ"):
+        assert_table_is_class(changed, transformers.LlamaConfig)
+    with pytest.raises(AssertionError, match="keys differ"):
+        assert_table_is_class(llama.extend("LlamaConfig", llama.source, drop=("mlp_bias",)), transformers.LlamaConfig)
+
+
+# --- remote-code classes, from the Fast-LLM archive that publishes them -----------------------------------------
+
+ARCHIVE = next(iter(sorted((REPO_SHARED / "fastllm").glob("Fast-LLM-*.tar.gz"))), None)
+needs_archive = pytest.mark.skipif(ARCHIVE is None, reason=f"no Fast-LLM archive in {REPO_SHARED / 'fastllm'}: the "
+                                                           "remote-code config classes are published there")
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    """The remote config modules of the Fast-LLM archive, imported: `remote("apriel2", "Apriel2Config")`."""
+    root = tmp_path_factory.mktemp("remote")
+    with tarfile.open(ARCHIVE) as archive:
+        members = [m for m in archive.getmembers()
+                   if "/fast_llm_external_models/" in m.name and Path(m.name).name.startswith("configuration_")]
+        archive.extractall(root, members=members, filter="data")
+
+    def load(folder: str, name: str):
+        path = next(root.glob(f"*/fast_llm_external_models/{folder}/configuration_{folder}.py"))
+        spec = importlib.util.spec_from_file_location(f"remote_{folder}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return getattr(module, name)
+
+    return load
+
+
+@needs_archive
+@pytest.mark.parametrize("family, folder, cls", [
+    ("mtp_llama", "mtp_llama", "MTPLlamaConfig"),
+    ("apriel_hybrid_ssm", "apriel_hybrid_ssm", "AprielHybridSSMConfig"),
+    ("apriel2_text", "apriel2", "Apriel2TextConfig"),
+    ("apriel2", "apriel2", "Apriel2Config"),
+])
+def test_remote_table_is_the_published_class(remote, family, folder, cls):
+    spec = families.load(family)
+    assert spec.hf_class.name == cls and folder in spec.hf_class.source
+    assert_table_is_class(spec.hf_class, remote(folder, cls), spec)
+
+
+@needs_archive
+def test_llava_hybrid_tables_are_the_published_classes(remote):
+    ours = families.load("llava_hybrid_ssm").hf_class
+    assert_table_is_class(ours, remote("llava_hybrid", "LlavaHybridConfig"), subs=("vision_config", "text_config"))
+    text = ours.keys["text_config"].classes["apriel_ssm_thinker_hybrid"]
+    assert_table_is_class(text, remote("llava_hybrid", "AprielSSMHybridConfig"))
+
+
+# --- configs read as transformers reads them ----------------------------------------------------------------------
+
+def native_of(family: str, config: dict) -> dict:
+    return canonical(api.import_config(families.load(family), config)[1])
+
+
+@pytest.mark.parametrize("family, cls", BUILT_IN)
+def test_absent_keys_mean_what_transformers_makes_of_them(family, cls):
+    """Every key with a class default dropped from a real config: weightport reads the thin config as the same model
+    that transformers' class makes of it (and writes back)."""
+    spec = families.load(family)
+    full = fixture(family)
+    keep = {"model_type", "architectures", "num_hidden_layers", "layer_types", "hidden_size", "num_attention_heads",
+            "num_key_value_heads",
+            "vocab_size", "intermediate_size", "head_dim", "global_head_dim", "moe_intermediate_size", "num_experts",
+            "top_k_experts", "enable_moe_block", "sliding_window", "hidden_size_per_layer_input",
+            "num_local_experts"}
+    thin = {k: v for k, v in full.items() if k in keep or k not in spec.hf_class.keys}
+    made = getattr(transformers, cls).from_dict(copy.deepcopy(thin)).to_dict()
+    assert native_of(family, thin) == native_of(family, made)
+
+
+def test_llava_with_a_thin_pixtral_config_reads_like_transformers():
+    """Issue input 3: a Pixtral vision_config of six keys (plus `is_composition` and a vision `tie_word_embeddings`)
+    is filled from PixtralVisionConfig's defaults, as transformers fills it."""
+    config = fixture("llava")
+    config["is_composition"] = True
+    config["vision_config"] = {"model_type": "pixtral", "head_dim": 64, "hidden_act": "silu", "image_size": 1024,
+                               "patch_size": 16, "rope_theta": 1000000.0, "tie_word_embeddings": False}
+    made = transformers.LlavaConfig.from_dict(copy.deepcopy(config)).to_dict()
+    native = native_of("llava", config)
+    assert native == native_of("llava", made)
+    encoder = native["vision_encoder"]
+    assert (encoder["hidden_size"], len(encoder["encoder"]["blocks"])) == (1024, 24)
+    assert encoder["encoder"]["blocks"][0]["mixer"]["rotary"]["theta"] == 1000000.0
+    spec = families.load("llava")
+    _, _, _, kept = api._import_config(spec, config)
+    assert sorted(kept) == ["is_composition", "vision_config.tie_word_embeddings"]
+
+
+def smollm2() -> dict:
+    """Issue input 1: the keys SmolLM2's config.json carries that LlamaConfig does not define."""
+    return fixture("llama") | {"rope_interleaved": False, "is_llama_config": True,
+                               "transformers.js_config": {"kv_cache_dtype": {"q4f16": "float16"}}}
+
+
+def test_keys_the_class_does_not_define_are_kept_and_reported(tmp_path):
+    config = smollm2()
+    assert native_of("llama", config) == native_of("llama", fixture("llama"))
+    assert api._import_config(families.load("llama"), config)[3] == ["is_llama_config", '"transformers.js_config"']
+    with pytest.raises(ConfigError, match=r"rope_interleaved = True, but llama requires False \(interleaved"):
+        api.import_config(families.load("llama"), config | {"rope_interleaved": True})
+
+
+def test_a_smollm2_checkpoint_converts_and_its_keys_come_back(tmp_path):
+    source = synth.write_hf(tmp_path / "hf", smollm2())
+    out = cli("convert", source, tmp_path / "native")
+    assert "2 key(s) that the LlamaConfig class does not define" in out.stdout
+    assert 'is_llama_config, "transformers.js_config"' in out.stdout
+    assert native_meta(tmp_path / "native")["metadata"]["weightport"]["hf_config"] == hf_config(source)
+    cli("convert", tmp_path / "native", tmp_path / "back")
+    assert hf_config(tmp_path / "back") == hf_config(source)
+
+
+def test_dense_gemma4_with_a_null_expert_size_converts():
+    """Issue input 2: `expert_intermediate_size: null` (Gemma 4 31B) is not a Gemma4TextConfig key."""
+    config = fixture("gemma4") | {"enable_moe_block": False, "expert_intermediate_size": None, "num_experts": None,
+                                  "top_k_experts": None, "moe_intermediate_size": None}
+    native = native_of("gemma4", config)
+    assert [block["mlp"]["type"] for block in native["decoder"]["blocks"]] == ["mlp", "mlp"]
+    assert api._import_config(families.load("gemma4"), config)[3] == ["expert_intermediate_size"]
+
+
+@pytest.mark.parametrize("top, text, tied", [
+    (True, False, True),  # issue input 4: as transformers 5.23 saved a tied Llava
+    (None, True, True),  # top absent: LlavaConfig takes the text model's
+    (False, True, True),
+    (False, False, False),
+    (None, None, False),
+])
+def test_llava_ties_as_transformers_does(top, text, tied):
+    config = fixture("llava")
+    for where, value in ((config, top), (config["text_config"], text)):
+        where.pop("tie_word_embeddings", None)
+        if value is not None:
+            where["tie_word_embeddings"] = value
+    assert transformers.LlavaConfig.from_dict(copy.deepcopy(config)).tie_word_embeddings is tied
+    assert native_of("llava", config)["tied_embedding_weight"] is tied
+
+
+def test_a_missing_key_says_to_add_it():
+    """Issue input 8: a key with no class default is missing, not unknown, and the hint says so."""
+    config = fixture("apriel2")
+    del config["vision_encoder"]["hidden_size"]
+    with pytest.raises(ConfigError) as err:
+        api.import_config(families.load("apriel2"), config)
+    assert "missing key 'vision_encoder.hidden_size'" in str(err.value)
+    assert "add the missing keys" in str(err.value) and "may change the model" not in str(err.value)
+
+
+def test_golden_exports_are_complete_without_a_record(tmp_path):
+    """An export with no record of the HF model writes every key of the class: here the remote Apriel hybrid class's
+    merged `ssm_cfg`, with Mamba's conv_bias and dt_proj_bias."""
+    weightport.convert(GOLDENS / "tf4_apriel_hybrid_ssm" / "fast_llm", tmp_path / "hf", format="apriel_hybrid_ssm")
+    config = hf_config(tmp_path / "hf")
+    assert config["ssm_cfg"] == hf_config(GOLDENS / "tf4_apriel_hybrid_ssm" / "hf")["ssm_cfg"]
+    assert {"conv_bias", "dt_proj_bias", "dt_init", "chunk_size"} <= set(config["ssm_cfg"])
+    assert config["transformers_version"] == "4.57.6" and config["max_position_embeddings"] == 131072
