@@ -25,7 +25,7 @@ from weightport.core.runtime import run
 from weightport.core.spec import ModelSpec
 from weightport.core.weights import walk
 from weightport.errors import ConfigError, FormatError, WeightportError, report
-from weightport.io import hf_config, safetensors
+from weightport.io import hf_config, remote_code, safetensors
 from weightport.io.atomic import atomic_output
 from weightport.native import checkpoint as native_ckpt
 from weightport.native.model import parameters
@@ -365,24 +365,44 @@ def _open(source: str | Path | Checkpoint, format: str | None, origin: str | Pat
 
 
 def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str | None = None,
-         dtype: str = "auto", hf_layout: str | None = None, origin: str | Path | Origin | None = None) -> Plan:
+         dtype: str = "auto", hf_layout: str | None = None, origin: str | Path | Origin | None = None,
+         modeling_code: str | Path | None = None) -> Plan:
     """Plan converting `source` to the other side (or `to`), reading only configs and file headers. `origin` names
-    the HF model a native source was trained from (see `open_checkpoint`). The plan's notes say what is carried and
-    which HF keys an export does not restore."""
+    the HF model a native source was trained from (see `open_checkpoint`).
+
+    `modeling_code`, for an export to HF of a format whose classes are remote code (config.json's `auto_map`),
+    names the folder that holds its modeling files, such as a Fast-LLM checkout's `fast_llm_external_models/apriel2`:
+    the module files `auto_map` names, and those they import relatively, are copied into the export, in place of
+    carried files of the same name. Without it, the modeling files carried from the HF source (a native
+    checkpoint's `hf_files/`, or the origin's files) are the ones exported, and a note names those missing.
+
+    The plan's notes say what is carried, which HF keys an export does not restore, and which modeling files it
+    lacks.
+
+    Raises ConfigError for a bad option (`modeling_code` on an import, or for a format without remote code) or a
+    config the target cannot hold, FormatError if `modeling_code` lacks a module file, CoverageError if tensors do
+    not match the rules."""
+    return _plan(source, to, format, dtype, hf_layout, origin, modeling_code)[0]
+
+
+def _plan(source: str | Path | Checkpoint, to: str | None, format: str | None, dtype: str, hf_layout: str | None,
+          origin: str | Path | Origin | None, modeling_code: str | Path | None) -> tuple[Plan, list[Path]]:
+    """The plan, and the files the conversion carries."""
     src = _open(source, format, origin)
     to = to or ("native" if src.side == "hf" else "hf")
     if to not in SIDES or to == src.side:
         raise ConfigError(f"--to {to!r}: the source is {src.side}, so the target must be "
                           f"{'native' if src.side == 'hf' else 'hf'}")
+    if modeling_code is not None and to == "native":
+        raise ConfigError(f"--modeling-code applies to exports to HF; {src.path} is imported to native, and its own "
+                          "modeling files, if any, are carried along")
     if dtype != "auto" and dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r} is not one of auto, {', '.join(DTYPES)}")
     if hf_layout is not None and hf_layout not in layouts.NAMES:
         raise ConfigError(f"--hf-layout {hf_layout!r} is not one of {', '.join(layouts.NAMES)}")
     code = None if dtype == "auto" else DTYPES[dtype]
-    notes = tuple(src.notes)
-    if src.carried:
-        notes += (f"carries {len(src.carried)} other file(s) unchanged: {', '.join(p.name for p in src.carried)}",)
     layout = hf_layout or src.hf_layout
+    carried, code_notes = src.carried, ()
     if to == "hf":  # the config first: a format that cannot describe the model is said so before its weight rules run
         try:
             config = export_config(src.spec, src.config, layout, src.hf_config)
@@ -390,13 +410,18 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
             fits = [f for f in describing_formats(src.spec.native_model, src.explicit) if f != src.spec.name]
             raise ConfigError(f"{src.path}: {err}\nformats that can describe this native model: "
                               f"{', '.join(fits) or 'none'}") from None
+        carried, code_notes = _hf_files(src, config, modeling_code)
+    notes = tuple(src.notes)
+    if carried:
+        notes += (f"carries {len(carried)} other file(s) unchanged: {', '.join(p.name for p in carried)}",)
+    notes += code_notes
     bindings = walk(src.spec.weights, src.config)
     inventory = parameters(src.config)
     sources = {name: Ref(name, info.shape, info.dtype) for name, info in src.tensors.items()}
     if to == "native":
         extras = {"format": src.spec.name, "hf_layout": src.hf_layout, "hf_config": src.hf_config}
         config = {"base_model": src.explicit, "model": src.spec.native_model, "weightport": extras}
-        return build(src.spec.name, "from_hf", bindings, inventory, sources, code, config, notes)
+        return build(src.spec.name, "from_hf", bindings, inventory, sources, code, config, notes), carried
     out = build(src.spec.name, "to_hf", bindings, inventory, sources, code, {}, notes)
     dtypes = {ref.dtype for step in out.steps for ref in step.dst}
     keys = [k for k in ("dtype", "torch_dtype") if k in (src.hf_config or {"dtype": None})]
@@ -416,7 +441,49 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     if src.hf_config is None and not src.carried:
         extra += ("no tokenizer or other HF files to carry: the native checkpoint keeps none; name the HF model with "
                   "--origin to carry its files",)
-    return Plan(out.family, out.direction, out.steps, config, out.notes + extra)
+    return Plan(out.family, out.direction, out.steps, config, out.notes + extra), carried
+
+
+def _hf_files(src: Checkpoint, config: dict, modeling_code: str | Path | None) -> tuple[list[Path], tuple[str, ...]]:
+    """(the files an export of `src` to HF carries, notes on the remote code its `config` names).
+
+    The files are the source's carried ones, `.py` files included. From a `modeling_code` folder only what
+    transformers loads is taken: the module files `auto_map` names and those they import relatively. The rest of
+    such a folder is not part of the model: Fast-LLM's `fast_llm_external_models/apriel2` also holds an
+    `__init__.py` and a `convert.py` that import the `fast_llm_external_models` package, and tests and conversion
+    scripts in subfolders. The folder's files replace carried files of the same name (a folder the user names wins
+    over the files recorded at import); other carried files (tokenizer, tokenizer code) stay.
+
+    Raises ConfigError if `modeling_code` is given for a format whose config.json names no remote code, FormatError
+    if it is not a folder or lacks a module file (the message names them)."""
+    names = remote_code.modules(config)
+    if modeling_code is None:
+        _, missing = remote_code.needed({p.name: p for p in src.carried if p.suffix == ".py"}, names)
+        if not missing:
+            return src.carried, ()
+        return src.carried, (
+            f"config.json's auto_map names remote code this export lacks: {', '.join(missing)}; transformers cannot "
+            "load it (trust_remote_code=True) without them: pass --modeling-code DIR, the folder that holds them "
+            "(for Fast-LLM's formats, the model's folder in Fast-LLM's fast_llm_external_models/), or copy them into "
+            "the output folder",)
+    folder = Path(modeling_code)
+    if not names:
+        raise ConfigError(f"--modeling-code {folder}: {src.spec.name} needs no remote code (its config.json has no "
+                          "auto_map); drop --modeling-code")
+    if not folder.is_dir():
+        raise FormatError(f"--modeling-code {folder}: not a folder; name the folder that holds {', '.join(names)}")
+    files, missing = remote_code.needed(remote_code.python_files(folder), names)
+    if missing:
+        raise FormatError(f"--modeling-code {folder} lacks {', '.join(missing)}: config.json's auto_map names "
+                          f"{', '.join(names)}, and transformers also loads the files these import relatively; name "
+                          "the folder that holds them all, or copy the missing files into it")
+    taken = {p.name for p in files}
+    replaced = sorted(p.name for p in src.carried if p.name in taken)
+    note = f"modeling code from {folder}: {', '.join(sorted(taken))}"
+    if replaced:
+        note += f" (in place of the carried {', '.join(replaced)})"
+    carried = sorted([p for p in src.carried if p.name not in taken] + files, key=lambda p: p.name)
+    return carried, (note,)
 
 
 class _Inputs:
@@ -457,17 +524,21 @@ class _Outputs:
 def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str | None = None,
             format: str | None = None, dtype: str = "auto", hf_layout: str | None = None,
             max_shard_size: int | None = None, overwrite: bool = False, workers: int = 2,
-            progress: Callable[[Step], None] | None = None, origin: str | Path | Origin | None = None) -> Plan:
+            progress: Callable[[Step], None] | None = None, origin: str | Path | Origin | None = None,
+            modeling_code: str | Path | None = None) -> Plan:
     """Convert a checkpoint folder; the destination appears only when complete. Returns the plan it ran (its notes
-    say what was carried and which HF keys were not restored). `origin`: see `open_checkpoint`."""
+    say what was carried, which HF keys were not restored and which modeling files are missing). `origin`: see
+    `open_checkpoint`; `modeling_code`: see `plan`. Raises what `plan` raises, and OutputError if
+    the destination exists (without `overwrite`) or is, holds or lies inside an input (the source, the origin or
+    the modeling code folder)."""
     src = _open(source, format, origin)
-    the_plan = plan(src, to=to, dtype=dtype, hf_layout=hf_layout)
+    the_plan, carried = _plan(src, to, None, dtype, hf_layout, None, modeling_code)
     to_native = the_plan.direction == "from_hf"
     suffix = f"/{native_ckpt.SHARD}" if to_native else ""
     outputs = [safetensors.OutputTensor(ref.name + suffix, ref.dtype, ref.shape)
                for step in the_plan.steps for ref in step.dst]
     names = native_ckpt.shard_names if to_native else safetensors.hf_shard_names
-    inputs = {src.path, *([src.origin.path] if src.origin else [])}
+    inputs = {src.path, *([src.origin.path] if src.origin else []), *([Path(modeling_code)] if modeling_code else [])}
     with atomic_output(Path(destination), overwrite=overwrite, inputs=inputs) as tmp:
         with safetensors.ShardedWriter(tmp, outputs, max_shard_bytes=max_shard_size, shard_names=names,
                                        metadata={"format": "pt"}) as writer:
@@ -477,9 +548,9 @@ def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str
             finally:
                 inputs.maps.close()
             writer.close()
-        carried_to = tmp / CARRIED_FOLDER if to_native and src.carried else tmp
+        carried_to = tmp / CARRIED_FOLDER if to_native and carried else tmp
         carried_to.mkdir(exist_ok=True)
-        for file in src.carried:
+        for file in carried:
             shutil.copyfile(file, carried_to / file.name)
         if to_native:
             meta = native_ckpt.metadata(src.explicit, src.spec.native_model, writer.weight_map,

@@ -56,6 +56,19 @@ def python(script: Path, *args: object, tf4: bool = False, timeout: int = 900) -
     return result
 
 
+def plain_python(script: Path, *args: object, modules_cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a Python script under Fast-LLM's Python environment (transformers as Fast-LLM pins it) without Fast-LLM
+    on the path, as a user of an exported HF checkpoint has it; transformers keeps the remote code it loads in
+    `modules_cache`. Raises with the script's output on failure."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(ENV, CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(modules_cache))
+    result = subprocess.run([str(HOME / "venv" / "bin" / "python"), str(script), *map(str, args)], capture_output=True,
+                            text=True, env=env, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{script.name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
 def convert_all(jobs: dict[str, list[str]], out: Path, *, tf4: bool = False) -> dict[str, str | None]:
     """Run several `fast-llm convert` commands (each a list of `key=value` arguments after `convert`) in one
     Fast-LLM process. Returns, by job name, None for success or the traceback of the failure."""

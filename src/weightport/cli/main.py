@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="export of a native checkpoint (one Fast-LLM saved): the HF model training started "
                               "from, as its HF folder or the native folder weightport wrote at import; its format, "
                               "config.json keys, layout and tokenizer files are restored, its architecture checked")
+        cmd.add_argument("--modeling-code", type=Path, metavar="DIR",
+                         help="export of a format whose HF classes are remote code (config.json auto_map): the "
+                              "folder holding its modeling files, e.g. a Fast-LLM checkout's "
+                              "fast_llm_external_models/apriel2; the files auto_map names and those they import "
+                              "are copied into the output, in place of carried files of the same name")
         cmd.add_argument("--dtype", default="auto", choices=["auto", *api.DTYPES],
                          help="output dtype (default auto: keep the source dtype)")
         cmd.add_argument("--hf-layout", choices=LAYOUTS,
@@ -104,12 +109,12 @@ def _convert(args: argparse.Namespace) -> None:
     shard = args.max_shard_size
     start = time.perf_counter()
     source = api.open_checkpoint(args.src, args.format, origin=args.origin)
-    plan = api.plan(source, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout)
+    plan = api.plan(source, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout, modeling_code=args.modeling_code)
     total = sum(nbytes(r) for step in plan.steps for r in step.dst)
     bar = _progress(total, args.quiet)
     try:
         api.convert(source, args.dst, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout, max_shard_size=shard,
-                    overwrite=args.overwrite, workers=args.workers,
+                    overwrite=args.overwrite, workers=args.workers, modeling_code=args.modeling_code,
                     progress=bar and (lambda step: bar.update(sum(nbytes(r) for r in step.dst))))
     finally:
         if bar is not None:
@@ -182,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             _convert(args)
         elif args.command == "plan":
             plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout,
-                            origin=args.origin)
+                            origin=args.origin, modeling_code=args.modeling_code)
             print(json.dumps(plan.as_dict(), indent=2)) if args.json else _print_plan(plan)
         elif args.command == "check":
             plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout,
-                            origin=args.origin)
+                            origin=args.origin, modeling_code=args.modeling_code)
             produced = sum(len(s.dst) for s in plan.steps)
             for note in plan.notes:
                 print(f"note: {note}")
