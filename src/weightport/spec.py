@@ -2,9 +2,9 @@
 
 Config rules: `Rename`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`, `Entries`, `Layout`,
 and `NoBiases` (per-layer bias switches left to the block's).
-Weight rules: `Tensor`, `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Items`, `Each`, `Repeat`, `Switch`
-(structure); `override` replaces rules of a table by key, with the
-layout ops `T` (transpose) and `Flatten`.
+Weight rules: `Tensor` (with `tied=` for a tied copy), `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Items`,
+`Each`, `Repeat`, `Switch`, `Alternatives` (HF layouts of the same tensors) (structure); `override` replaces rules of
+a table by key, with the layout ops `T` (transpose) and `Flatten`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from weightport.core.config_rules import Choice, Computed, Constant, Derived, En
 from weightport.core.ops import Flatten, T
 from weightport.core.layouts import PER_LAYER
 from weightport.core.spec import ModelSpec, override, section
-from weightport.core.weights import Each, Fuse, Linear, Repeat, Section, Switch, Tensor
+from weightport.core.weights import Alternatives, Each, Fuse, Linear, Repeat, Section, Switch, Tensor
 from weightport.native.schema import block_names as _block_names, blocks as _blocks
 
 
@@ -43,7 +43,7 @@ def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each
 
 
 __all__ = [
-    "PER_LAYER", "Blocks", "Entries", "Items", "Layout", "section", "Choice", "Computed", "Constant", "Derived",
-    "Each", "Flatten", "Fuse", "Ignore", "Linear",
+    "PER_LAYER", "Alternatives", "Blocks", "Entries", "Items", "Layout", "section", "Choice", "Computed", "Constant",
+    "Derived", "Each", "Flatten", "Fuse", "Ignore", "Linear",
     "ModelSpec", "Nested", "NoBiases", "Rename", "Repeat", "Section", "Switch", "T", "Tensor", "override",
 ]
