@@ -165,7 +165,7 @@ WEIGHTS = (
     Tensor("embeddings.word_embeddings_weight", "model.embed_tokens.weight"),
     Blocks("decoder", llama.LAYERS, BLOCK_WEIGHTS),
     Tensor("head.final_norm.weight", "model.norm.weight"),
-    Tensor("head.output_weights", "lm_head.weight"),
+    Tensor("head.output_weights", "lm_head.weight", tied="embeddings.word_embeddings_weight"),
 )
 
 SPEC = ModelSpec(name="gemma4", model_type="gemma4_text", architecture="Gemma4ForCausalLM", config=CONFIG,
