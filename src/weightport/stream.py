@@ -2,7 +2,8 @@
 
 `import_hf` turns HF `(name, tensor)` pairs into native ones and `export_hf` the reverse. Inputs come in any
 order; each output is yielded as soon as all of its inputs have arrived, and only incomplete groups (for example
-K waiting for V) are held. Unknown, duplicate and mis-shaped tensors raise at once; missing ones at the end.
+K waiting for V) and the original of a tied copy are held. Unknown, duplicate and mis-shaped tensors raise at once;
+missing ones at the end.
 """
 
 from __future__ import annotations
@@ -15,35 +16,93 @@ import numpy as np
 
 from weightport import api, families
 from weightport.core import dtypes, ops
-from weightport.core.plan import _hf_shapes, _part_sizes
+from weightport.core.plan import _hf_shapes, _part_sizes, choose, not_a_copy, tied_copies
 from weightport.core.weights import Binding, walk
 from weightport.errors import CoverageError, report
 from weightport.native.model import parameters
+
 
 def _tensor(array: np.ndarray, like: Any) -> Any:
     return dtypes.to_torch(array, dtypes.CODES[str(like.dtype).removeprefix("torch.")])
 
 
-def _bindings(native: dict, spec) -> tuple[list[Binding], dict[str, tuple[int, ...]]]:
+def _bindings(native: dict, spec) -> tuple[list[Binding], list[Binding], dict[str, tuple[int, ...]]]:
+    """The bindings of the native model's tensors (every HF layout), those of tensors it lacks, and its inventory."""
     inventory = parameters(native)
-    return [b for b in walk(spec.weights, native) if b.native in inventory], inventory
+    walked = walk(spec.weights, native)
+    return ([b for b in walked if b.native in inventory], [b for b in walked if b.native not in inventory],
+            inventory)
+
+
+def _differs(copy: Any, original: Any) -> str | None:
+    """How a tied copy differs from its original (None if it is the same tensor, or bit-equal)."""
+    if (tuple(copy.shape), copy.dtype) != (tuple(original.shape), original.dtype):
+        return f"{list(copy.shape)} {copy.dtype} against {list(original.shape)} {original.dtype}"
+    if (copy.device, copy.data_ptr(), copy.stride()) == (original.device, original.data_ptr(), original.stride()):
+        return None
+    a, b = dtypes.from_torch(copy), dtypes.from_torch(original)
+    if np.array_equal(a, b):
+        return None
+    return f"first at element {[int(i) for i in np.unravel_index(int(np.argmax(a != b)), a.shape)]}"
 
 
 def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str | None = None
               ) -> Iterator[tuple[str, Any]]:
-    """Native `(name, tensor)` pairs (names without `/weights`) from HF ones, for the model `hf_config` describes."""
+    """Native `(name, tensor)` pairs (names without `/weights`) from HF ones, for the model `hf_config` describes.
+
+    Where the family reads several HF layouts of the same tensors (`Alternatives`: Mixtral's per-expert or stacked
+    experts), the first tensor of a layer that arrives decides its layout. A tied copy (`lm_head.weight` of a model
+    whose config ties it to the embedding, as every `model.state_dict()` of such a model lists it) is accepted when
+    it is the same tensor as its original or bit-equal to it, and dropped; the original is held until its copy
+    arrives or the input ends. Raises CoverageError at once for an unknown, repeated or mis-shaped tensor, one of
+    another layout than its layer's, or a tied copy that differs (naming both), and at the end for missing ones."""
     spec = families.load(format or families.detect(hf_config.get("model_type")))
     native = api.import_config(spec, hf_config)[1]
-    bindings, inventory = _bindings(native, spec)
-    expected = {}
+    bindings, absent, inventory = _bindings(native, spec)
+    expected, sites = {}, {}
     for b in bindings:
         shape = inventory[b.native]
         expected.update(zip(b.hf, ((b, s) for s in _hf_shapes(b, shape, _part_sizes(b, shape) or []))))
+        if b.alternative is not None:
+            sites.setdefault(b.alternative[0], []).append(b)
+    copies = {copy: original for _, copy, original in tied_copies(bindings, absent)}
+    partner = {**copies, **{original: copy for copy, original in copies.items()}}
+    layouts: dict[str, str] = {}  # alternative site -> the option its first tensor came in
+    elsewhere: dict[str, tuple[str, str]] = {}  # HF name -> (site, option) of the options not taken
+    held: dict[str, Any] = {}  # a tied copy or its original, until the other arrives
     pending: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
     for name, tensor in tensors:
+        if name in seen:
+            raise CoverageError(f"{spec.name}: tensor {name!r} was given twice")
+        seen.add(name)
+        if name in partner:
+            other = partner[name]
+            if other not in held:
+                held[name] = tensor
+            else:
+                copy, original = (name, other) if name in copies else (other, name)
+                pair = (tensor, held.pop(other)) if name in copies else (held.pop(other), tensor)
+                detail = _differs(*pair)
+                if detail is not None:
+                    raise CoverageError(f"{spec.name}: {not_a_copy(copy, original, detail)}")
+            if name in copies:
+                continue
         if name not in expected:
+            if name in elsewhere:
+                site, option = elsewhere[name]
+                raise CoverageError(f"{spec.name}: tensor {name!r} is in HF layout {option!r} of {site}, whose first "
+                                    f"tensor came in layout {layouts[site]!r}; give each layer in one layout")
             raise CoverageError(f"{spec.name}: tensor {name!r} is claimed by no rule")
         binding, shape = expected.pop(name)
+        if binding.alternative is not None and binding.alternative[0] not in layouts:
+            site, option = binding.alternative
+            layouts[site] = option
+            for b in sites[site]:
+                if b.alternative[1] != option:
+                    for h in b.hf:
+                        expected.pop(h, None)
+                        elsewhere[h] = b.alternative
         if tuple(tensor.shape) != shape:
             raise CoverageError(f"{spec.name}: tensor {name!r} has shape {list(tensor.shape)}, the config implies "
                                 f"{list(shape)}")
@@ -54,8 +113,11 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
             parts = [group[h] for h in binding.hf]
             native = ops.to_native(binding.ops, binding.dim, [dtypes.from_torch(p) for p in parts])
             yield binding.native, _tensor(native, parts[0])
-    if expected:
-        raise CoverageError(report(f"{spec.name}: tensors never arrived", sorted(expected)))
+    first = {site: options[0].alternative[1] for site, options in sites.items()}  # where none arrived
+    missing = [name for name, (b, _) in expected.items()
+               if b.alternative is None or layouts.get(b.alternative[0], first[b.alternative[0]]) == b.alternative[1]]
+    if missing:
+        raise CoverageError(report(f"{spec.name}: tensors never arrived", sorted(missing)))
 
 
 def export_hf(native_config: dict, tensors: Iterable[tuple[str, Any]], format: str | None = None, *,
@@ -64,7 +126,8 @@ def export_hf(native_config: dict, tensors: Iterable[tuple[str, Any]], format: s
     metadata.yaml (with `base_model`). The HF format is `format`, else that of `origin` (the HF model training started
     from, whose architecture the config must have), else the only format that can describe the architecture."""
     spec, native, _ = api.export_target(native_config, format, origin)
-    bindings, inventory = _bindings(native, spec)
+    bindings, _, inventory = _bindings(native, spec)
+    bindings = choose(bindings)[0]  # the first HF layout of each site
     by_name = {b.native: b for b in bindings}
     remaining = set(by_name)
     for name, tensor in tensors:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from weightport import api, families
-from weightport.core import dtypes, ops
+from weightport.core import dtypes, ops, runtime
 from weightport.core.paths import dotted, get, leaves
+from weightport.core.plan import Ref
 from weightport.errors import FormatError, WeightportError
 from weightport.io import hf_config, safetensors
 from weightport.native import checkpoint as native_ckpt
@@ -75,12 +76,19 @@ class Difference:
 def native_tensors(checkpoint: api.Checkpoint) -> Iterator[tuple[str, str, np.ndarray]]:
     """Every native tensor of a checkpoint as `(name, dtype, raw array)`; HF checkpoints go through their plan."""
     maps = safetensors.Mappings()
+
+    def read(ref: Ref, at: int, size: int) -> np.ndarray:
+        return safetensors.read_range(checkpoint.tensors[ref.name], at, size)
+
     try:
         if checkpoint.side == "native":
             for name, info in checkpoint.tensors.items():
                 yield name, info.dtype, maps.view(info)
             return
         for step in api.plan(checkpoint, to="native").steps:
+            if not step.dst:  # a tied copy: checked as a conversion checks it, not a tensor of the model
+                runtime.check_copy(step, read)
+                continue
             parts = [maps.view(checkpoint.tensors[ref.name]) for ref in step.src]
             b = step.binding
             yield step.dst[0].name, step.src[0].dtype, ops.to_native(b.ops, b.dim, parts)

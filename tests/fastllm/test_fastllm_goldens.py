@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import weightport
-from helpers import CASES, GOLDENS, assert_same_tensors, assert_written_like, case, hf_config, native_meta, tensors
-from oracle import convert_all, export_args, import_args, needs_fastllm
+from helpers import CASES, GOLDENS, assert_same_tensors, case, hf_config, tensors
+from oracle import convert_all, export_args, needs_fastllm
 
 pytestmark = needs_fastllm
 

@@ -83,7 +83,7 @@ def _print_plan(plan: api.Plan) -> None:
     print(f"{plan.family} {plan.direction}: {len(plan.steps)} steps")
     for step in plan.steps:
         src = ", ".join(r.name for r in step.src)
-        dst = ", ".join(f"{r.name} {list(r.shape)} {r.dtype}" for r in step.dst)
+        dst = ", ".join(f"{r.name} {list(r.shape)} {r.dtype}" for r in step.dst) or "(nothing: dropped)"
         print(f"  {step.op:<22} {src}\n  {'':<22} -> {dst}")
     for note in plan.notes:
         print(f"note: {note}")

@@ -2,18 +2,21 @@
 
 `build` checks coverage while it plans, and collects every problem before raising: each source tensor is
 consumed exactly once, each destination tensor produced exactly once, every native parameter of the config
-exists with the shape the config implies, and every HF tensor has the shape the rules derive from it.
+exists with the shape the config implies, and every HF tensor has the shape the rules derive from it. Where the
+rules offer alternative HF layouts, `choose` picks the one the source holds; an HF tensor that is a tied copy of
+another becomes a step that checks the two equal (at run time) and writes nothing.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from weightport.core.ops import hf_shape
 from weightport.core.weights import Binding
-from weightport.errors import CoverageError, report
+from weightport.errors import CoverageError, SpecError, report
 
 Shape = tuple[int, ...]
 
@@ -29,7 +32,8 @@ class Ref:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """Read `src`, apply `binding`'s ops in the plan's direction, write `dst`."""
+    """Read `src`, apply `binding`'s ops in the plan's direction, write `dst`. A step without `dst` is a check: its
+    `src` are a tied copy and its original, which must be bit-equal; the copy is dropped."""
 
     src: tuple[Ref, ...]
     dst: tuple[Ref, ...]
@@ -37,6 +41,8 @@ class Step:
 
     @property
     def op(self) -> str:
+        if not self.dst:
+            return "check equal + drop"
         ops = [str(op) for op in self.binding.ops]
         many = len(self.binding.hf) > 1
         if many:
@@ -88,6 +94,73 @@ def group(names: list[str]) -> list[str]:
     return sorted(out)
 
 
+def _brief(names: list[str], limit: int = 3) -> str:
+    folded = group(names)
+    return ", ".join(folded[:limit]) + (f" and {len(folded) - limit} more" if len(folded) > limit else "")
+
+
+def choose(bindings: list[Binding], holds: Callable[[str], bool] | None = None
+           ) -> tuple[list[Binding], list[str], list[str]]:
+    """Keep one option of each `Alternatives` site: the first (the layout an export writes) without `holds`, else
+    the first whose HF tensors `holds` all (bindings outside the native model already left out). Returns the kept
+    bindings, notes on sites read in another option than the first, and one problem line for the sites no option
+    fits (with what each option lacks); there the option holding most tensors is kept, so that the usual coverage
+    lines say the rest."""
+    sites: dict[str, dict[str, list[Binding]]] = defaultdict(dict)
+    for b in bindings:
+        if b.alternative is not None:
+            sites[b.alternative[0]].setdefault(b.alternative[1], []).append(b)
+    chosen: dict[str, str] = {}
+    unfit: list[str] = []
+    lacking: dict[str, list[str]] = defaultdict(list)
+    for site, options in sites.items():
+        names = {option: [h for b in bs for h in b.hf] for option, bs in options.items()}
+        if holds is None:
+            chosen[site] = next(iter(options))
+            continue
+        fits = [option for option, hf in names.items() if all(map(holds, hf))]
+        if fits:
+            chosen[site] = fits[0]
+            continue
+        unfit.append(site)
+        chosen[site] = max(names, key=lambda option: sum(map(holds, names[option])))  # first of equals
+        for option, hf in names.items():
+            lacking[option] += [h for h in hf if not holds(h)]
+    kept = [b for b in bindings if b.alternative is None or chosen[b.alternative[0]] == b.alternative[1]]
+    others = defaultdict(list)
+    for site, option in chosen.items():
+        if site not in unfit and option != next(iter(sites[site])):
+            others[(option, next(iter(sites[site])))].append(site)
+    notes = [f"native {', '.join(group(where))}: read from HF layout {option!r} (an export writes {first!r})"
+             for (option, first), where in others.items()]
+    problems = [f"no HF layout of native {', '.join(group(unfit))} is complete: "
+                + "; ".join(f"{option!r} lacks {_brief(names)}" for option, names in lacking.items())] if unfit else []
+    return kept, notes, problems
+
+
+def tied_copies(kept: list[Binding], absent: list[Binding]) -> list[tuple[Binding, str, str]]:
+    """`(binding, copy, original)` for each binding of a native tensor the model lacks (`absent`) that is `tied` to
+    one it has (bound in `kept`): its HF name, and the HF name of the tensor it copies. Raises SpecError unless
+    both are single tensors."""
+    by_native = {b.native: b for b in kept}
+    out = []
+    for b in absent:
+        if b.tied not in by_native:
+            continue
+        original = by_native[b.tied]
+        if len(b.hf) != 1 or len(original.hf) != 1:
+            raise SpecError(f"weight rule {b.native}: a tied copy and its original {b.tied} must each be one HF tensor")
+        out.append((b, b.hf[0], original.hf[0]))
+    return out
+
+
+def not_a_copy(copy: str, original: str, detail: str) -> str:
+    """The error message for a tied copy that is not its original."""
+    return (f"{copy} differs from {original} ({detail}): the checkpoint is not tied as its config says, and a tied "
+            f"native model keeps only one of them. If both are weights of the model, set tie_word_embeddings to false "
+            f"in config.json; if {original} is the one to keep, remove {copy} from the checkpoint")
+
+
 def _part_sizes(binding: Binding, shape: Shape) -> list[int] | None:
     count = len(binding.hf)
     if binding.sizes is not None:
@@ -107,7 +180,9 @@ def build(family: str, direction: str, bindings: list[Binding], inventory: dict[
     """Plan a conversion: `inventory` is the native model's parameters for the config, `sources` the tensors found
     in the source files (native names without the `/weights` suffix), `dtype` an optional output dtype code."""
     missing, extra, shapes, twice, other = [], [], [], [], []
-    active = [b for b in bindings if b.native in inventory]
+    holds = (lambda name: name in sources) if direction == "from_hf" else None
+    active, layout_notes, unfit = choose([b for b in bindings if b.native in inventory], holds)
+    notes += tuple(layout_notes)
     bound = defaultdict(list)
     for b in active:
         bound[b.native].append(b)
@@ -151,10 +226,24 @@ def build(family: str, direction: str, bindings: list[Binding], inventory: dict[
             src = sources[b.native]
             out = dtype or src.dtype
             steps.append(Step((src,), tuple(Ref(r.name, r.shape, out) for r in hf_refs), b))
+    checks = []
     if direction == "from_hf":
+        for tied, copy, original in tied_copies(active, [b for b in bindings if b.native not in inventory]):
+            if copy not in sources or original not in sources:
+                continue
+            seen_hf[copy] = original
+            a, b = sources[copy], sources[original]
+            if (a.shape, a.dtype) != (b.shape, b.dtype):
+                other.append(f"{copy} {list(a.shape)} {a.dtype} cannot be a tied copy of {original} "
+                             f"{list(b.shape)} {b.dtype}; if it is a weight of its own, set tie_word_embeddings to "
+                             "false in config.json")
+                continue
+            checks.append(Step((a, b), (), tied))
+            notes += (f"{copy} is a tied copy of {original} (as config.json says): checked bit-equal, then dropped",)
         extra += [n for n in sources if n not in seen_hf]
     problems = (
-        [f"missing tensor: {n}" for n in group(missing)]
+        unfit
+        + [f"missing tensor: {n}" for n in group(missing)]
         + [f"tensor claimed by no rule: {n}" for n in group(extra)]
         + [f"wrong shape: {s}" for s in shapes]
         + [f"tensor claimed twice: {s}" for s in twice]
@@ -165,4 +254,4 @@ def build(family: str, direction: str, bindings: list[Binding], inventory: dict[
         raise CoverageError(report(
             f"{family} {direction}: the {side} tensors do not match the config", problems,
             "check that the checkpoint and its config belong together and that --format is right"))
-    return Plan(family, direction, tuple(steps), config, notes)
+    return Plan(family, direction, tuple(checks + steps), config, notes)

@@ -5,7 +5,8 @@ end to end, so they run as file-to-file byte moves and never build an array (cas
 chunk). Other steps (transposes) read memory-mapped inputs through numpy views and write the output slab by slab,
 copying in cache-sized tiles; large 2-D transposes go by bands or blocks of a few MB instead, so memory stays
 bounded by a block, not by the tensor or the model. Workers overlap reading, computing and writing; byte moves,
-tile copies and writes release the GIL.
+tile copies and writes release the GIL. Check steps (a tied copy and its original) read both chunk by chunk and
+write nothing; they come first in a plan, so a copy that differs stops the run early.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Protocol
 import numpy as np
 
 from weightport.core import dtypes, ops
-from weightport.core.plan import Plan, Ref, Step, _part_sizes
+from weightport.core.plan import Plan, Ref, Step, _part_sizes, not_a_copy
+from weightport.errors import CoverageError
 
 CHUNK = 8 * 2**20  # bytes per piece of a chunked cast, on its wider side
 
@@ -55,8 +57,9 @@ def nbytes(ref: Ref) -> int:
 
 
 def moves(step: Step, direction: str) -> list[tuple[Ref, Ref, int, int, int]] | None:
-    """The step as element ranges `(src, dst, src element, dst element, count)`, or None if it needs compute."""
-    if not ops.keeps_bytes(step.binding.ops, step.binding.dim):
+    """The step as element ranges `(src, dst, src element, dst element, count)`, or None if it needs compute (or is a
+    check, which writes nothing)."""
+    if not step.dst or not ops.keeps_bytes(step.binding.ops, step.binding.dim):
         return None
     out, at = [], 0
     if direction == "from_hf":
@@ -161,8 +164,24 @@ def contiguous(view: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_copy(step: Step, read: Callable[[Ref, int, int], np.ndarray]) -> None:
+    """Check a check step's tied copy `step.src[0]` bit-equal to its original `step.src[1]` (same shape and dtype),
+    reading both `CHUNK` bytes at a time with `read(ref, byte offset, size)` (a `Source.read_range`). Raises
+    CoverageError naming both tensors and the first element that differs."""
+    copy, original = step.src
+    width = dtypes.SIZES[copy.dtype]
+    for start, count in _chunks(math.prod(copy.shape), width):
+        a, b = (read(ref, start * width, count * width).view(dtypes.raw(copy.dtype)) for ref in (copy, original))
+        if not np.array_equal(a, b):
+            where = [int(i) for i in np.unravel_index(start + int(np.argmax(a != b)), copy.shape)]
+            raise CoverageError(not_a_copy(copy.name, original.name, f"first at element {where}"))
+
+
 def run_step(step: Step, direction: str, source: Source, sink: Sink) -> None:
-    """Run one step: byte moves when the layout allows, chunked casts, else a slab-wise transform."""
+    """Run one step: a check, byte moves when the layout allows, chunked casts, else a slab-wise transform."""
+    if not step.dst:
+        check_copy(step, source.read_range)
+        return
     plan_moves = moves(step, direction)
     if plan_moves is not None:
         for src, dst, src_at, dst_at, count in plan_moves:

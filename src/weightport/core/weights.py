@@ -2,9 +2,9 @@
 
 A binding ties one native tensor to one or more HF tensors through ops with inverses (`weightport.core.ops`).
 Leaf rules name tensors relative to their section; structural rules (`Section`, `Each`, `Switch`) nest
-sections, repeat them over blocks or named entries, and dispatch on a sub-config's `type`. A leaf takes part in
-a plan only if its native tensor exists in the native model (biases, tied output weights, optional norms), so
-family tables need no conditions.
+sections, repeat them over blocks or named entries, and dispatch on a sub-config's `type`; `Alternatives` names the
+same native tensors in several HF layouts. A leaf takes part in a plan only if its native tensor exists in the
+native model (biases, tied output weights, optional norms), so family tables need no conditions.
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ from weightport.errors import ConfigError, SpecError
 class Tensor:
     """One native tensor from one or more HF tensors: each HF part goes through `ops`, then the parts are
     concatenated along `dim` (equal parts, or `sizes` along `dim` in native layout). HF names holding `{expert}`
-    repeat for each of the `experts` (a config path), expert-major: `[e0.w1, e0.w3, e1.w1, ...]`."""
+    repeat for each of the `experts` (a config path), expert-major: `[e0.w1, e0.w3, e1.w1, ...]`.
+
+    `tied` names (relative to the same native prefix) the native tensor this one is when the native model has none
+    of its own: tied output weights are the embedding. An HF checkpoint may still hold this rule's HF tensor then
+    (transformers loads it and ignores it); a plan checks it bit-equal to the HF tensor of `tied` and drops it."""
 
     native: str
     hf: str | tuple[str, ...]
@@ -31,6 +35,7 @@ class Tensor:
     dim: int = 0
     sizes: tuple[Any, ...] | None = None
     experts: str | None = None
+    tied: str | None = None
 
 
 def Fuse(native: str, *hf: str, dim: int = 0, sizes: tuple | None = None, ops: tuple = ()) -> Tensor:
@@ -104,14 +109,30 @@ class Switch:
 
 
 @dataclass(frozen=True, slots=True)
+class Alternatives:
+    """The same native tensors under `native` in several HF layouts: `options = {name: (hf prefix, rules)}`, in order
+    of preference; the rules read the sub-config at `native`, as in a `Section`. An export writes the first option;
+    an import reads the first option whose HF tensors the source holds, or in memory, the option of the first of its
+    tensors that arrives. Example: Mixtral's per-expert `block_sparse_moe.experts.{e}.w1.weight` and transformers 5's
+    stacked `mlp.experts.gate_up_proj`."""
+
+    native: str
+    options: Mapping[str, tuple[str, tuple]]
+
+
+@dataclass(frozen=True, slots=True)
 class Binding:
-    """A resolved leaf: native name, HF names, ops and the native part sizes along `dim`."""
+    """A resolved leaf: native name, HF names, ops and the native part sizes along `dim`; `tied` is the full native
+    name of the tensor this one is when the native model has none of its own, `alternative` the `(native path,
+    option name)` of the `Alternatives` option it belongs to."""
 
     native: str
     hf: tuple[str, ...]
     ops: tuple[Op, ...]
     dim: int
     sizes: tuple[int, ...] | None
+    tied: str | None = None
+    alternative: tuple[str, str] | None = None
 
 
 def _join(prefix: str, name: str) -> str:
@@ -156,7 +177,8 @@ def walk(rules: tuple, config: Any, native: str = "", hf: str = "") -> list[Bind
                 for op in rule.ops
             )
             sizes = None if rule.sizes is None else tuple(_resolve(config, s, name) for s in rule.sizes)
-            out.append(Binding(name, hf_names, ops, rule.dim, sizes))
+            tied = None if rule.tied is None else _join(native, rule.tied)
+            out.append(Binding(name, hf_names, ops, rule.dim, sizes, tied))
         elif isinstance(rule, Section):
             sub = get(config, split(rule.native if rule.config is None else rule.config))
             if sub is not None and sub is not MISSING:
@@ -179,6 +201,13 @@ def walk(rules: tuple, config: Any, native: str = "", hf: str = "") -> list[Bind
                     f"(supported: {', '.join(map(str, rule.options))})")
             prefix, sub_rules = rule.options[kind]
             out += walk(sub_rules, sub, _join(native, rule.native), _join(hf, prefix))
+        elif isinstance(rule, Alternatives):
+            site = _join(native, rule.native)
+            for option, (prefix, sub_rules) in rule.options.items():
+                for b in walk((Section(rule.native, prefix, sub_rules),), config, native, hf):
+                    if b.alternative is not None:
+                        raise SpecError(f"weight rule {site}: Alternatives inside Alternatives ({b.alternative[0]})")
+                    out.append(replace(b, alternative=(site, option)))
         else:
             raise SpecError(f"{rule!r} is not a weight rule")
     return out

@@ -135,7 +135,7 @@ WEIGHTS = (
     Tensor("embeddings.word_embeddings_weight", "model.embed_tokens.weight"),
     Blocks("decoder", "model.decoder.blocks", BLOCK_WEIGHTS),
     Tensor("head.final_norm.weight", "model.norm.weight"),
-    Tensor("head.output_weights", "lm_head.weight"),
+    Tensor("head.output_weights", "lm_head.weight", tied="embeddings.word_embeddings_weight"),
 )
 
 

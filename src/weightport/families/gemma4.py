@@ -165,7 +165,7 @@ WEIGHTS = (
     Tensor("embeddings.word_embeddings_weight", "model.embed_tokens.weight"),
     Blocks("decoder", llama.LAYERS, BLOCK_WEIGHTS),
     Tensor("head.final_norm.weight", "model.norm.weight"),
-    Tensor("head.output_weights", "lm_head.weight"),
+    Tensor("head.output_weights", "lm_head.weight", tied="embeddings.word_embeddings_weight"),
 )
 
 # Written in the flat layout of transformers 5.14 (`global_head_dim`, `num_global_key_value_heads`), which 5.15 and

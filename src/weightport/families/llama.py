@@ -126,7 +126,7 @@ WEIGHTS = (
     Tensor("embeddings.word_embeddings_weight", "model.embed_tokens.weight"),
     Blocks("decoder", LAYERS, BLOCK_WEIGHTS),
     Tensor("head.final_norm.weight", "model.norm.weight"),
-    Tensor("head.output_weights", "lm_head.weight"),
+    Tensor("head.output_weights", "lm_head.weight", tied="embeddings.word_embeddings_weight"),
 )
 
 SPEC = ModelSpec(name="llama", model_type="llama", architecture="LlamaForCausalLM", config=CONFIG, weights=WEIGHTS,

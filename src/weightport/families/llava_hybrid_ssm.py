@@ -37,7 +37,7 @@ SPEC = ModelSpec(
                         Blocks("decoder", llama.LAYERS, apriel_hybrid_ssm.BLOCK_WEIGHTS))),
         # as Fast-LLM exports it, the head sits outside `language_model`
         Tensor("head.final_norm.weight", "model.norm.weight"),
-        Tensor("head.output_weights", "lm_head.weight"),
+        Tensor("head.output_weights", "lm_head.weight", tied="embeddings.word_embeddings_weight"),
     ),
     native_model="multimodal", aliases=("llava_hybrid_ssm",), hf_class=HF_CLASS,
 )
