@@ -232,3 +232,43 @@ def test_golden_exports_are_complete_without_a_record(tmp_path):
     assert config["ssm_cfg"] == hf_config(GOLDENS / "tf4_apriel_hybrid_ssm" / "hf")["ssm_cfg"]
     assert {"conv_bias", "dt_proj_bias", "dt_init", "chunk_size"} <= set(config["ssm_cfg"])
     assert config["transformers_version"] == "4.57.6" and config["max_position_embeddings"] == 131072
+
+
+def test_a_llava_tied_at_the_top_level_only_round_trips_with_equal_logits(tmp_path):
+    """Issue input 4 with real models: a LlavaForConditionalGeneration saved with `tie_word_embeddings=True` at the
+    top and false in its text config (no lm_head in the files) is tied, as transformers loads it; without any record
+    of that config.json the export says tied at both levels, and transformers loads it with the same logits."""
+    import torch
+
+    from helpers import assert_same_tensors, model_inputs, tensors
+    from test_transformers_models import BASE
+
+    text = transformers.MistralConfig(**{**BASE, "tie_word_embeddings": False})
+    vision = transformers.PixtralVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                              num_attention_heads=4, patch_size=4, image_size=16, head_dim=8,
+                                              hidden_act="silu")
+    # activations the native side holds exactly (HF's exact `gelu` is stored as Fast-LLM's tanh one)
+    config = transformers.LlavaConfig(text_config=text, vision_config=vision, image_token_index=95,
+                                      vision_feature_layer=-1, vision_feature_select_strategy="full",
+                                      projector_hidden_act="gelu_pytorch_tanh", tie_word_embeddings=True)
+    torch.manual_seed(0)
+    source = transformers.LlavaForConditionalGeneration(config).eval()
+    source.save_pretrained(tmp_path / "hf")
+    saved = hf_config(tmp_path / "hf")
+    assert saved["tie_word_embeddings"] is True and saved["text_config"]["tie_word_embeddings"] is False
+    weightport.convert(tmp_path / "hf", tmp_path / "native")
+    assert native_meta(tmp_path / "native")["config"]["base_model"]["tied_embedding_weight"] is True
+    weightport.convert(tmp_path / "native", tmp_path / "back")
+    assert hf_config(tmp_path / "back") == saved
+    assert_same_tensors(tensors(tmp_path / "back"), tensors(tmp_path / "hf"))
+    meta = native_meta(tmp_path / "native")  # as Fast-LLM saves it: no record of the HF model
+    del meta["metadata"]["weightport"]
+    (tmp_path / "native" / "metadata.yaml").write_text(__import__("yaml").safe_dump(meta))
+    weightport.convert(tmp_path / "native", tmp_path / "bare", format="llava")
+    bare = hf_config(tmp_path / "bare")
+    assert bare["tie_word_embeddings"] is True and bare["text_config"]["tie_word_embeddings"] is True
+    inputs = model_inputs(saved)
+    for folder in ("back", "bare"):
+        converted = transformers.LlavaForConditionalGeneration.from_pretrained(tmp_path / folder).eval()
+        with torch.no_grad():
+            assert torch.equal(source(**inputs).logits, converted(**inputs).logits)
