@@ -272,3 +272,14 @@ def test_a_llava_tied_at_the_top_level_only_round_trips_with_equal_logits(tmp_pa
         converted = transformers.LlavaForConditionalGeneration.from_pretrained(tmp_path / folder).eval()
         with torch.no_grad():
             assert torch.equal(source(**inputs).logits, converted(**inputs).logits)
+
+
+def test_a_pixtral_head_dim_in_the_file_is_obeyed_as_transformers_does():
+    """PixtralVisionConfig computes head_dim from hidden_size / num_attention_heads, but a value in config.json
+    overrides it (PreTrainedConfig sets the remaining keys after __post_init__), so weightport reads it."""
+    config = fixture("llava")
+    config["vision_config"] |= {"head_dim": 16}
+    made = transformers.LlavaConfig.from_dict(copy.deepcopy(config))
+    assert made.vision_config.head_dim == 16 != config["vision_config"]["hidden_size"] // 4
+    assert native_of("llava", config) == native_of("llava", made.to_dict())
+    assert native_of("llava", config)["vision_encoder"]["encoder"]["blocks"][0]["mixer"]["head_size"] == 16
