@@ -224,6 +224,32 @@ def test_a_missing_key_says_to_add_it():
     assert "add the missing keys" in str(err.value) and "may change the model" not in str(err.value)
 
 
+YARN = {"factor": 4.0, "original_max_position_embeddings": 32}
+
+
+@pytest.mark.parametrize("layout, names", [
+    ("transformers4", {"type": "yarn"}),  # as Qwen2.5's model cards say to add it
+    ("transformers4", {"type": "yarn", "rope_type": "yarn"}),  # that config saved by transformers 4.4x
+    ("transformers5", {"type": "yarn", "rope_type": "yarn"}),  # ... and by transformers 5
+    ("transformers5", {"type": "yarn"}),
+])
+def test_rope_type_by_its_older_name(tmp_path, layout, names):
+    """`type` is read as `rope_type` where that is absent, and ignored otherwise, as transformers reads it; the
+    config.json comes back as it was."""
+    config = {k: v for k, v in fixture("qwen2").items() if k != "rope_parameters"}
+    plain = config | {"rope_parameters": {**YARN, "rope_type": "yarn", "rope_theta": 1e6}}
+    if layout == "transformers4":
+        config |= {"rope_theta": 1e6, "rope_scaling": {**YARN, **names}}
+    else:
+        config |= {"rope_parameters": {**YARN, **names, "rope_theta": 1e6}}
+    native = native_of("qwen2", config)
+    assert native == native_of("qwen2", plain) and native["decoder"]["blocks"][0]["mixer"]["rotary"]["type"] == "yarn"
+    assert native_of("qwen2", transformers.Qwen2Config.from_dict(copy.deepcopy(config)).to_dict()) == native
+    source = synth.write_hf(tmp_path / "hf", config)
+    weightport.convert(source, tmp_path / "native")
+    weightport.convert(tmp_path / "native", tmp_path / "back")
+    assert hf_config(tmp_path / "back") == config
+
 def test_golden_exports_are_complete_without_a_record(tmp_path):
     """An export with no record of the HF model writes every key of the class: here the remote Apriel hybrid class's
     merged `ssm_cfg`, with Mamba's conv_bias and dt_proj_bias."""

@@ -51,9 +51,18 @@ class From:
 @dataclass(frozen=True, slots=True)
 class Merged:
     """A dict-valued key whose absent entries each take their default (a class that merges a given dict into its
-    defaults, like Apriel's `ssm_cfg`); a null or absent key takes the whole dict."""
+    defaults, like Apriel's `ssm_cfg`); a null or absent key takes the whole dict. An entry's default may be a `From`,
+    computed from the dict's other entries."""
 
     defaults: Mapping[str, Any]
+
+    def merge(self, given: dict) -> dict:
+        out = {**{k: copy.deepcopy(v) for k, v in self.defaults.items() if not isinstance(v, From)},
+               **copy.deepcopy(given)}
+        for key, default in self.defaults.items():
+            if isinstance(default, From) and out.get(key) is None:
+                out[key] = default.compute(out)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +104,7 @@ class HFClass:
                 computed.append((key, default))
             elif isinstance(default, Merged):
                 given = out.get(key)
-                out[key] = {**copy.deepcopy(dict(default.defaults)), **(given if isinstance(given, dict) else {})}
+                out[key] = default.merge(given if isinstance(given, dict) else {})
             elif isinstance(default, Sub):
                 sub = out.get(key)
                 if sub is None:

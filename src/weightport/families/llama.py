@@ -31,8 +31,9 @@ ROTARY = Choice("rotary", "rope_parameters", key="rope_type", default="default",
 
 
 def rope(theta: float) -> Merged:
-    """transformers 5's `rope_parameters`: a missing `rope_type` is `default`, a missing `rope_theta` the class's."""
-    return Merged({"rope_theta": theta, "rope_type": "default"})
+    """transformers 5's `rope_parameters`: a missing `rope_type` is the older `type`, else `default`; a missing
+    `rope_theta` is the class's."""
+    return Merged({"rope_theta": theta, "rope_type": From(lambda p: p.get("type", "default"), "`type`, else default")})
 
 
 KV_HEADS = From(lambda hf: hf["num_attention_heads"], "as many KV heads as query heads")
@@ -61,6 +62,7 @@ ATTENTION = (
     *NoBiases("query_layer", "key_layer", "value_layer", "dense_layer", reason="biases are global switches"),
     Rename("dropout", "attention_dropout", default=0.0),
     ROTARY,
+    Ignore(hf="rope_parameters.type", reason="rope_type's older name, which transformers reads only in its absence"),
     Constant(True, native="causal"),
     Constant(0.5, native="softmax_scale_power", reason="scores are scaled by head_size ** -0.5"),
     Constant(None, native="query_norm"),
