@@ -309,3 +309,13 @@ def test_a_pixtral_head_dim_in_the_file_is_obeyed_as_transformers_does():
     assert made.vision_config.head_dim == 16 != config["vision_config"]["hidden_size"] // 4
     assert native_of("llava", config) == native_of("llava", made.to_dict())
     assert native_of("llava", config)["vision_encoder"]["encoder"]["blocks"][0]["mixer"]["head_size"] == 16
+
+
+def test_a_quantization_config_is_refused_not_noted():
+    """`quantization_config` is a base-class key that changes what transformers loads (packed weights, or weights to
+    quantize on load): refused, naming the key, for every family."""
+    for family in ("llama", "qwen2", "llava"):
+        config = fixture(family) | {"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}}
+        with pytest.raises(ConfigError, match="quantization_config = .*quantized checkpoints are not converted"):
+            api.import_config(families.load(family), config)
+    assert native_of("llama", fixture("llama") | {"quantization_config": None}) == native_of("llama", fixture("llama"))

@@ -83,6 +83,9 @@ class ModelSpec:
         identity = (
             Constant(self.model_type, hf="model_type", reason="identifies the format", also=self.aliases),
             Constant([self.architecture], hf="architectures", reason="the transformers class of the format"),
+            Constant(None, hf="quantization_config", write=False,
+                     reason="quantized checkpoints are not converted: their tensors are packed or are to be quantized "
+                            "on load; convert the unquantized checkpoint"),
         )
         object.__setattr__(self, "hf_rules", identity + self.config)
 
