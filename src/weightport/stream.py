@@ -77,6 +77,9 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
     for copy, pairs in originals.items():
         for original, _ in pairs:
             copies_of.setdefault(original, []).append(copy)
+    at_site: dict[str, list[tuple[str, tuple[str, str]]]] = {}
+    for name, where in option_of.items():
+        at_site.setdefault(where[0], []).append((name, where))
     layouts: dict[str, str] = {}  # alternative site -> the option its first tensor came in
     elsewhere: dict[str, tuple[str, str]] = {}  # HF name -> (site, option) of the options not taken
     held: dict[str, Any] = {}  # a tied copy or its original, until the other arrives
@@ -85,8 +88,8 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
 
     def decide(site: str, option: str) -> None:
         layouts[site] = option
-        for name, where in option_of.items():
-            if where[0] == site and where[1] != option:
+        for name, where in at_site[site]:
+            if where[1] != option:
                 expected.pop(name, None)
                 elsewhere[name] = where
 
