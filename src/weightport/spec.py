@@ -4,8 +4,8 @@ Config rules: `Rename`, `AnyOf`, `Constant`, `Derived`, `Computed`, `Ignore`, `C
 and `NoBiases` (per-layer bias switches left to the block's).
 HF config classes as data: `HFClass` (keys and defaults), with `From`, `Merged` and `Sub` defaults.
 Weight rules: `Tensor` (with `tied=` for a tied copy), `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Items`,
-`Each`, `Repeat`, `Switch`, `Alternatives` (HF layouts of the same tensors) (structure); `override` replaces rules of
-a table by key, with the layout ops `T` (transpose) and `Flatten`.
+`Each`, `Repeat`, `Switch`, `Alternatives` (HF layouts of the same tensors), `Renamed` (other HF name prefixes)
+(structure); `override` replaces rules of a table by key, with the layout ops `T` (transpose) and `Flatten`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from weightport.core.hf_classes import From, HFClass, Merged, Sub
 from weightport.core.ops import Flatten, T
 from weightport.core.layouts import PER_LAYER
 from weightport.core.spec import ModelSpec, override, section
-from weightport.core.weights import Alternatives, Each, Fuse, Linear, Repeat, Section, Switch, Tensor
+from weightport.core.weights import Alternatives, Each, Fuse, Linear, Renamed, Repeat, Section, Switch, Tensor
 from weightport.native.schema import block_names as _block_names, blocks as _blocks
 
 
@@ -47,5 +47,5 @@ def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each
 __all__ = [
     "PER_LAYER", "Alternatives", "AnyOf", "Blocks", "Choice", "Computed", "Constant", "Derived", "Each", "Entries",
     "Flatten", "From", "Fuse", "HFClass", "Ignore", "Items", "Layout", "Linear", "Merged", "ModelSpec", "Nested",
-    "NoBiases", "Rename", "Repeat", "Section", "Sub", "Switch", "T", "Tensor", "override", "section",
+    "NoBiases", "Rename", "Renamed", "Repeat", "Section", "Sub", "Switch", "T", "Tensor", "override", "section",
 ]

@@ -51,58 +51,82 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
     """Native `(name, tensor)` pairs (names without `/weights`) from HF ones, for the model `hf_config` describes.
 
     Where the family reads several HF layouts of the same tensors (`Alternatives`: Mixtral's per-expert or stacked
-    experts), the first tensor of a layer that arrives decides its layout. A tied copy (`lm_head.weight` of a model
-    whose config ties it to the embedding, as every `model.state_dict()` of such a model lists it) is accepted when
-    it is the same tensor as its original or bit-equal to it, and dropped; the original is held until its copy
-    arrives or the input ends. Raises CoverageError at once for an unknown, repeated or mis-shaped tensor, one of
-    another layout than its layer's, or a tied copy that differs (naming both), and at the end for missing ones."""
+    experts, Llava's `save_pretrained` names or transformers 5's module names), the first tensor of a layer (or of the
+    model) that arrives decides its layout. A tied copy (`lm_head.weight` of a model whose config ties it to the
+    embedding, as every `model.state_dict()` of such a model lists it) is accepted when it is the same tensor as its
+    original or bit-equal to it, and dropped; the original is held until its copy arrives or the input ends. Raises
+    CoverageError at once for an unknown, repeated or mis-shaped tensor, one of another layout than its layer's, or a
+    tied copy that differs (naming both), and at the end for missing ones."""
     spec = families.load(format or families.detect(hf_config.get("model_type")))
     native = api.import_config(spec, hf_config)[1]
     bindings, absent, inventory = _bindings(native, spec)
-    expected, sites = {}, {}
+    expected, sites, option_of = {}, {}, {}
     for b in bindings:
         shape = inventory[b.native]
         expected.update(zip(b.hf, ((b, s) for s in _hf_shapes(b, shape, _part_sizes(b, shape) or []))))
         if b.alternative is not None:
             sites.setdefault(b.alternative[0], []).append(b)
-    copies = {copy: original for _, copy, original in tied_copies(bindings, absent)}
-    partner = {**copies, **{original: copy for copy, original in copies.items()}}
+            option_of.update(dict.fromkeys(b.hf, b.alternative))
+    originals: dict[str, list[tuple[str, tuple]]] = {}  # tied copy -> (original, the layouts that pair them)
+    for copy, original in tied_copies(bindings, absent):
+        originals.setdefault(copy.hf[0], []).append(
+            (original.hf[0], tuple(a for a in (copy.alternative, original.alternative) if a is not None)))
+        if copy.alternative is not None:
+            option_of[copy.hf[0]] = copy.alternative
+    copies_of: dict[str, list[str]] = {}
+    for copy, pairs in originals.items():
+        for original, _ in pairs:
+            copies_of.setdefault(original, []).append(copy)
+    at_site: dict[str, list[tuple[str, tuple[str, str]]]] = {}
+    for name, where in option_of.items():
+        at_site.setdefault(where[0], []).append((name, where))
     layouts: dict[str, str] = {}  # alternative site -> the option its first tensor came in
     elsewhere: dict[str, tuple[str, str]] = {}  # HF name -> (site, option) of the options not taken
     held: dict[str, Any] = {}  # a tied copy or its original, until the other arrives
     pending: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
+
+    def decide(site: str, option: str) -> None:
+        layouts[site] = option
+        for name, where in at_site[site]:
+            if where[1] != option:
+                expected.pop(name, None)
+                elsewhere[name] = where
+
+    def compare(copy: str) -> None:
+        """Compare a held copy with its original once both arrived in the layouts that pair them; then drop it."""
+        for original, where in originals[copy]:
+            if original in held and all(layouts.get(site) == option for site, option in where):
+                detail = _differs(held.pop(copy), held[original])
+                if detail is not None:
+                    raise CoverageError(f"{spec.name}: {not_a_copy(copy, original, detail)}")
+                if not any(c in held for c in copies_of[original]):
+                    del held[original]
+                return
+
     for name, tensor in tensors:
         if name in seen:
             raise CoverageError(f"{spec.name}: tensor {name!r} was given twice")
         seen.add(name)
-        if name in partner:
-            other = partner[name]
-            if other not in held:
-                held[name] = tensor
-            else:
-                copy, original = (name, other) if name in copies else (other, name)
-                pair = (tensor, held.pop(other)) if name in copies else (held.pop(other), tensor)
-                detail = _differs(*pair)
-                if detail is not None:
-                    raise CoverageError(f"{spec.name}: {not_a_copy(copy, original, detail)}")
-            if name in copies:
-                continue
+        if name in elsewhere:
+            site, option = elsewhere[name]
+            where, unit = (site, "each layer") if site else ("the whole model", "every tensor")
+            raise CoverageError(f"{spec.name}: tensor {name!r} is in HF layout {option!r} of {where}, whose first "
+                                f"tensor came in layout {layouts[site]!r}; give {unit} in one layout")
+        if name in option_of and option_of[name][0] not in layouts:
+            decide(*option_of[name])
+        if name in originals:
+            held[name] = tensor
+            compare(name)
+            continue
+        if name in copies_of:
+            held[name] = tensor
+            for copy in copies_of[name]:
+                if copy in held:
+                    compare(copy)
         if name not in expected:
-            if name in elsewhere:
-                site, option = elsewhere[name]
-                raise CoverageError(f"{spec.name}: tensor {name!r} is in HF layout {option!r} of {site}, whose first "
-                                    f"tensor came in layout {layouts[site]!r}; give each layer in one layout")
             raise CoverageError(f"{spec.name}: tensor {name!r} is claimed by no rule")
         binding, shape = expected.pop(name)
-        if binding.alternative is not None and binding.alternative[0] not in layouts:
-            site, option = binding.alternative
-            layouts[site] = option
-            for b in sites[site]:
-                if b.alternative[1] != option:
-                    for h in b.hf:
-                        expected.pop(h, None)
-                        elsewhere[h] = b.alternative
         if tuple(tensor.shape) != shape:
             raise CoverageError(f"{spec.name}: tensor {name!r} has shape {list(tensor.shape)}, the config implies "
                                 f"{list(shape)}")
@@ -116,8 +140,9 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
     first = {site: options[0].alternative[1] for site, options in sites.items()}  # where none arrived
     missing = [name for name, (b, _) in expected.items()
                if b.alternative is None or layouts.get(b.alternative[0], first[b.alternative[0]]) == b.alternative[1]]
-    if missing:
-        raise CoverageError(report(f"{spec.name}: tensors never arrived", sorted(missing)))
+    unchecked = sorted(f"the original of the tied copy {copy}" for copy in held if copy in originals)
+    if missing or unchecked:
+        raise CoverageError(report(f"{spec.name}: tensors never arrived", sorted(missing) + unchecked))
 
 
 def export_hf(native_config: dict, tensors: Iterable[tuple[str, Any]], format: str | None = None, *,

@@ -10,7 +10,7 @@ import pytest
 from weightport.core import runtime
 from weightport.core.ops import Flatten, T
 from weightport.core.plan import Ref, build, choose
-from weightport.core.weights import Alternatives, Binding, Each, Section, Tensor, walk
+from weightport.core.weights import Alternatives, Binding, Each, Renamed, Section, Tensor, walk
 from weightport.errors import CoverageError, SpecError
 
 TIED = (
@@ -190,3 +190,75 @@ def test_an_option_may_transpose_and_stack() -> None:
                                "b": ("", (Tensor("w", "stacked", ops=(T(), Flatten(0, ("n", -1)))),))}),)
     plan = build("toy", "from_hf", walk(rules, {"n": 2}), {"w": (6, 4)}, refs({"stacked": (2, 4, 3)}), None, {})
     assert [s.op for s in plan.steps] == ["transpose + flatten(0,2x-1)"]
+
+
+# A whole model's other naming: `Renamed` rules as an option at the top of the table
+
+
+def test_renamed_replaces_prefixes_relative_to_its_section_first_match_whole_parts_only() -> None:
+    rules = (Section("", "outer", (Renamed((
+        Tensor("a", "language_model.model.x"), Tensor("b", "language_model.lm_head"), Tensor("c", "tower.y"),
+        Tensor("d", "towers.y"), Tensor("e", "other.z")),
+        {"language_model.model": "model.language_model", "language_model": "model.text", "tower": "model.tower"}),)),)
+    assert [b.hf for b in walk(rules, {})] == [
+        ("outer.model.language_model.x",), ("outer.model.text.lm_head",), ("outer.model.tower.y",),
+        ("outer.towers.y",), ("outer.other.z",)]
+
+
+SAVED = (
+    Section("vision", "vision_tower", (Tensor("patch.weight", "patch_conv.weight"),)),
+    Section("", "language_model", TIED),
+)
+NAMINGS = (Alternatives("", {"save_pretrained": ("", SAVED), "state_dict": ("", (Renamed(SAVED, {
+    "language_model.model": "model.language_model", "language_model.lm_head": "lm_head",
+    "vision_tower": "model.vision_tower"}),))}),)
+CHECKPOINT = {"vision_tower.patch_conv.weight": (4, 3), "language_model.model.embed.weight": (8, 4),
+              "language_model.lm_head.weight": (8, 4)}
+MODULES = {"model.vision_tower.patch_conv.weight": (4, 3), "model.language_model.embed.weight": (8, 4),
+           "lm_head.weight": (8, 4)}
+NATIVE = {"vision.patch.weight": (4, 3), "embeddings.weight": (8, 4), "head.weight": (8, 4)}
+
+
+def naming_plan(sources: dict, direction: str = "from_hf", tied: bool = False):
+    inventory = {k: v for k, v in NATIVE.items() if not (tied and k == "head.weight")}
+    return build("toy", direction, walk(NAMINGS, {"vision": {}}), inventory, refs(sources), None, {})
+
+
+def test_either_naming_of_the_whole_model_is_read_and_exports_write_the_first() -> None:
+    assert not any("layout" in n for n in naming_plan(CHECKPOINT).notes)
+    plan = naming_plan(MODULES)
+    assert "the whole model: read from HF layout 'state_dict' (an export writes 'save_pretrained')" in plan.notes
+    assert [(s.src[0].name, s.dst[0].name) for s in plan.steps] == [
+        ("model.vision_tower.patch_conv.weight", "vision.patch.weight"),
+        ("model.language_model.embed.weight", "embeddings.weight"), ("lm_head.weight", "head.weight")]
+    assert sorted(r.name for s in naming_plan(NATIVE, "to_hf").steps for r in s.dst) == sorted(CHECKPOINT)
+
+
+def test_a_tied_copy_pairs_with_its_original_in_its_own_naming() -> None:
+    plan = naming_plan(MODULES, tied=True)
+    assert [r.name for r in plan.steps[0].src] == ["lm_head.weight", "model.language_model.embed.weight"]
+    saved = naming_plan(CHECKPOINT, tied=True)
+    assert [r.name for r in saved.steps[0].src] == ["language_model.lm_head.weight",
+                                                    "language_model.model.embed.weight"]
+    crossed = {k: v for k, v in MODULES.items() if k != "lm_head.weight"} | {"language_model.lm_head.weight": (8, 4)}
+    message = coverage_error(naming_plan, crossed, "from_hf", True)
+    assert "tensor claimed by no rule: language_model.lm_head.weight" in message
+
+
+def test_mixed_namings_are_refused_naming_what_each_lacks() -> None:
+    mixed = {k: v for k, v in CHECKPOINT.items() if k != "language_model.lm_head.weight"} | {"lm_head.weight": (8, 4)}
+    message = coverage_error(naming_plan, mixed)
+    assert ("no HF layout of the whole model is complete: 'save_pretrained' lacks language_model.lm_head.weight; "
+            "'state_dict' lacks model.language_model.embed.weight, model.vision_tower.patch_conv.weight") in message
+    assert "missing tensor: language_model.lm_head.weight" in message
+    assert "tensor claimed by no rule: lm_head.weight" in message
+
+
+def test_a_binding_every_option_has_alike_belongs_to_none() -> None:
+    rules = (Alternatives("", {"a": ("", (Tensor("x", "model.x"), Tensor("y", "a.y"))),
+                               "b": ("", (Renamed((Tensor("x", "model.x"), Tensor("y", "a.y")), {"a": "b"}),))}),)
+    assert [(b.hf, b.alternative) for b in walk(rules, {})] == [
+        (("model.x",), None), (("a.y",), ("", "a")), (("b.y",), ("", "b"))]
+    clash = (Alternatives("", {"a": ("", (Tensor("x", "model.x"),)), "b": ("", (Tensor("y", "model.x"),))}),)
+    with pytest.raises(SpecError, match="HF tensor model.x is bound differently in 'a' and 'b'"):
+        walk(clash, {})

@@ -99,6 +99,14 @@ def _brief(names: list[str], limit: int = 3) -> str:
     return ", ".join(folded[:limit]) + (f" and {len(folded) - limit} more" if len(folded) > limit else "")
 
 
+def site_names(names: list[str]) -> str:
+    """`Alternatives` sites for messages: `native decoder.{0..1}.mlp`; the site at the top of a table (`""`) is the
+    whole model."""
+    named = group([n for n in names if n])
+    whole = ["the whole model"] if "" in names else []
+    return " and ".join(whole + ([f"native {', '.join(named)}"] if named else []))
+
+
 def choose(bindings: list[Binding], holds: Callable[[str], bool] | None = None
            ) -> tuple[list[Binding], list[str], list[str]]:
     """Keep one option of each `Alternatives` site: the first (the layout an export writes) without `holds`, else
@@ -131,26 +139,31 @@ def choose(bindings: list[Binding], holds: Callable[[str], bool] | None = None
     for site, option in chosen.items():
         if site not in unfit and option != next(iter(sites[site])):
             others[(option, next(iter(sites[site])))].append(site)
-    notes = [f"native {', '.join(group(where))}: read from HF layout {option!r} (an export writes {first!r})"
+    notes = [f"{site_names(where)}: read from HF layout {option!r} (an export writes {first!r})"
              for (option, first), where in others.items()]
-    problems = [f"no HF layout of native {', '.join(group(unfit))} is complete: "
+    problems = [f"no HF layout of {site_names(unfit)} is complete: "
                 + "; ".join(f"{option!r} lacks {_brief(names)}" for option, names in lacking.items())] if unfit else []
     return kept, notes, problems
 
 
-def tied_copies(kept: list[Binding], absent: list[Binding]) -> list[tuple[Binding, str, str]]:
-    """`(binding, copy, original)` for each binding of a native tensor the model lacks (`absent`) that is `tied` to
-    one it has (bound in `kept`): its HF name, and the HF name of the tensor it copies. Raises SpecError unless
-    both are single tensors."""
-    by_native = {b.native: b for b in kept}
+def tied_copies(bound: list[Binding], absent: list[Binding]) -> list[tuple[Binding, Binding]]:
+    """`(copy, original)` for each binding of a native tensor the model lacks (`absent`) that is `tied` to one it has
+    (bound in `bound`) in the same HF layout: an `Alternatives` option pairs only with itself. Once a plan has chosen
+    its options, each copy has one original; before (in a stream), a copy that every option names alike has one
+    original per option. Raises SpecError unless both are single tensors."""
+    by_native = defaultdict(list)
+    for b in bound:
+        by_native[b.native].append(b)
     out = []
-    for b in absent:
-        if b.tied not in by_native:
-            continue
-        original = by_native[b.tied]
-        if len(b.hf) != 1 or len(original.hf) != 1:
-            raise SpecError(f"weight rule {b.native}: a tied copy and its original {b.tied} must each be one HF tensor")
-        out.append((b, b.hf[0], original.hf[0]))
+    for copy in absent:
+        for original in by_native.get(copy.tied, ()):
+            a, b = copy.alternative, original.alternative
+            if a is not None and b is not None and a[0] == b[0] and a != b:
+                continue
+            if len(copy.hf) != 1 or len(original.hf) != 1:
+                raise SpecError(f"weight rule {copy.native}: a tied copy and its original {copy.tied} must each be "
+                                "one HF tensor")
+            out.append((copy, original))
     return out
 
 
@@ -228,7 +241,8 @@ def build(family: str, direction: str, bindings: list[Binding], inventory: dict[
             steps.append(Step((src,), tuple(Ref(r.name, r.shape, out) for r in hf_refs), b))
     checks = []
     if direction == "from_hf":
-        for tied, copy, original in tied_copies(active, [b for b in bindings if b.native not in inventory]):
+        for tied, to in tied_copies(active, [b for b in bindings if b.native not in inventory]):
+            copy, original = tied.hf[0], to.hf[0]
             if copy not in sources or original not in sources:
                 continue
             seen_hf[copy] = original

@@ -3,8 +3,9 @@
 A binding ties one native tensor to one or more HF tensors through ops with inverses (`weightport.core.ops`).
 Leaf rules name tensors relative to their section; structural rules (`Section`, `Each`, `Switch`) nest
 sections, repeat them over blocks or named entries, and dispatch on a sub-config's `type`; `Alternatives` names the
-same native tensors in several HF layouts. A leaf takes part in a plan only if its native tensor exists in the
-native model (biases, tied output weights, optional norms), so family tables need no conditions.
+same native tensors in several HF layouts, and `Renamed` gives rules other HF name prefixes. A leaf takes part in a
+plan only if its native tensor exists in the native model (biases, tied output weights, optional norms), so family
+tables need no conditions.
 """
 
 from __future__ import annotations
@@ -114,17 +115,32 @@ class Alternatives:
     of preference; the rules read the sub-config at `native`, as in a `Section`. An export writes the first option;
     an import reads the first option whose HF tensors the source holds, or in memory, the option of the first of its
     tensors that arrives. Example: Mixtral's per-expert `block_sparse_moe.experts.{e}.w1.weight` and transformers 5's
-    stacked `mlp.experts.gate_up_proj`."""
+    stacked `mlp.experts.gate_up_proj`. At the top of a table (`native=""`) with `Renamed` rules, a whole model's
+    namings (Llava's). A tensor every option binds alike belongs to none of them; options may not otherwise share an
+    HF name."""
 
     native: str
     options: Mapping[str, tuple[str, tuple]]
 
 
 @dataclass(frozen=True, slots=True)
+class Renamed:
+    """`rules` with other HF names: a name (relative to the enclosing HF prefix) that is a key of `prefixes` or starts
+    with one and a dot starts with its value instead (the first key that matches); other names stay. A whole model's
+    other naming, as one option of an `Alternatives`: transformers 5 names a Llava model's tensors by its modules
+    (`model.language_model.layers.0...`, `lm_head.weight`) where `save_pretrained` writes
+    `language_model.model.layers.0...` and `language_model.lm_head.weight`, and its conversion mapping for `llava` is
+    these prefix renames."""
+
+    rules: tuple
+    prefixes: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class Binding:
     """A resolved leaf: native name, HF names, ops and the native part sizes along `dim`; `tied` is the full native
     name of the tensor this one is when the native model has none of its own, `alternative` the `(native path,
-    option name)` of the `Alternatives` option it belongs to."""
+    option name)` of the `Alternatives` option it belongs to (None where every option binds the tensor alike)."""
 
     native: str
     hf: tuple[str, ...]
@@ -146,6 +162,13 @@ def _format(template: str, values: dict[str, int | str]) -> str:
         return str(value + int(match.group(2)) if match.group(2) else value)
 
     return re.sub(r"\{(\w+)([+-]\d+)?\}", one, template)
+
+
+def _rename(name: str, prefixes: Mapping[str, str]) -> str:
+    for old, new in prefixes.items():
+        if name == old or name.startswith(old + "."):
+            return new + name[len(old) :]
+    return name
 
 
 def _resolve(config: Any, value: Any, where: str) -> Any:
@@ -201,13 +224,38 @@ def walk(rules: tuple, config: Any, native: str = "", hf: str = "") -> list[Bind
                     f"(supported: {', '.join(map(str, rule.options))})")
             prefix, sub_rules = rule.options[kind]
             out += walk(sub_rules, sub, _join(native, rule.native), _join(hf, prefix))
+        elif isinstance(rule, Renamed):
+            out += [replace(b, hf=tuple(_join(hf, _rename(h, rule.prefixes)) for h in b.hf))
+                    for b in walk(rule.rules, config, native, "")]
         elif isinstance(rule, Alternatives):
-            site = _join(native, rule.native)
-            for option, (prefix, sub_rules) in rule.options.items():
-                for b in walk((Section(rule.native, prefix, sub_rules),), config, native, hf):
-                    if b.alternative is not None:
-                        raise SpecError(f"weight rule {site}: Alternatives inside Alternatives ({b.alternative[0]})")
-                    out.append(replace(b, alternative=(site, option)))
+            out += _alternatives(rule, config, native, hf)
         else:
             raise SpecError(f"{rule!r} is not a weight rule")
+    return out
+
+
+def _alternatives(rule: Alternatives, config: Any, native: str, hf: str) -> list[Binding]:
+    """The bindings of every option, tagged with `(site, option)`; a binding every option has alike (a tensor the
+    layouts name the same) is kept once, untagged, where the first option has it. Raises SpecError for Alternatives
+    inside Alternatives and for an HF name two options bind differently (a source could not tell them apart)."""
+    site = _join(native, rule.native)
+    options = {option: walk((Section(rule.native, prefix, sub_rules),), config, native, hf)
+               for option, (prefix, sub_rules) in rule.options.items()}
+    for bindings in options.values():
+        inner = next((b.alternative[0] for b in bindings if b.alternative is not None), None)
+        if inner is not None:
+            raise SpecError(f"weight rule {site or '<root>'}: Alternatives inside Alternatives ({inner or '<root>'})")
+    common = set.intersection(*(set(bindings) for bindings in options.values()))
+    out: list[Binding] = []
+    owner = {name: "every layout" for b in common for name in b.hf}
+    for i, (option, bindings) in enumerate(options.items()):
+        for b in bindings:
+            if b in common:
+                out += [b] if i == 0 else []
+                continue
+            for name in b.hf:
+                if owner.setdefault(name, option) != option:
+                    raise SpecError(f"weight rule {site or '<root>'}: HF tensor {name} is bound differently in "
+                                    f"{owner[name]!r} and {option!r}")
+            out.append(replace(b, alternative=(site, option)))
     return out

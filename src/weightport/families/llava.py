@@ -2,13 +2,16 @@
 or Llama text model (`text_config.model_type`), in one checkpoint (native model `multimodal`).
 
 Pixtral's patch convolution (Hv, 3, p, p) is flattened natively to (Hv, 3*p*p); its attention is bidirectional
-with 2-D rotary. The projector is the native vision adapter (`linear_2` stored transposed).
+with 2-D rotary. The projector is the native vision adapter (`linear_2` stored transposed). Tensors are named as
+`save_pretrained` writes them (`language_model.model.layers.0...`; exports write these) or by the model's modules,
+as transformers 5 holds them (`model.language_model.layers.0...`, `lm_head.weight`: a `model.state_dict()`); both
+are read.
 """
 
 from weightport.families import llama, mistral
 from weightport.spec import (
-    AnyOf, Blocks, Choice, Constant, Derived, Flatten, From, HFClass, Ignore, Linear, ModelSpec, Nested, NoBiases,
-    Rename, Section, Sub, T, Tensor, override,
+    Alternatives, AnyOf, Blocks, Choice, Constant, Derived, Flatten, From, HFClass, Ignore, Linear, ModelSpec, Nested,
+    NoBiases, Rename, Renamed, Section, Sub, T, Tensor, override,
 )
 
 # Pixtral's image normalization (CLIP statistics), which Fast-LLM records with the vision encoder.
@@ -120,14 +123,25 @@ VISION_WEIGHTS = (
 )
 
 
-def weights(text: tuple) -> tuple:
-    """The Llava weight table around a text model's weight table."""
-    return (
+# transformers 5 names a Llava model's tensors by its modules (`model.state_dict()`, or a checkpoint saved from it as
+# is); save_pretrained writes the names above through its conversion mapping for `llava` (transformers 5.24
+# conversion_mapping.py), whose prefix renames these undo. transformers loads both.
+MODULE_NAMES = {"language_model.model": "model.language_model", "language_model.lm_head": "lm_head",
+                "vision_tower": "model.vision_tower", "multi_modal_projector": "model.multi_modal_projector"}
+
+
+def weights(text: tuple, outside: tuple = (), names: dict = MODULE_NAMES, saved: str = "save_pretrained") -> tuple:
+    """The Llava weight table around a text model's weight table (and `outside` it, tensors the checkpoint keeps
+    beside `language_model`) in two namings of the whole model: the checkpoint's (`saved`, which exports write) and
+    the modules' (`state_dict`), which `names` renames it to."""
+    checkpoint = (
         Section("vision_encoder", "vision_tower", VISION_WEIGHTS),
         Linear("vision_encoder.adapter.layer_1", "multi_modal_projector.linear_1"),
         Linear("vision_encoder.adapter.layer_2", "multi_modal_projector.linear_2", ops=(T(),)),
         Section("", "language_model", text),
+        *outside,
     )
+    return (Alternatives("", {saved: ("", checkpoint), "state_dict": ("", (Renamed(checkpoint, names),))}),)
 
 
 PIXTRAL = HFClass("PixtralVisionConfig", "transformers 5.24.0 models/pixtral/configuration_pixtral.py", {

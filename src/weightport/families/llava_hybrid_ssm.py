@@ -1,6 +1,11 @@
 """Llava hybrid SSM (`llava_hybrid_ssm`; HF `model_type` `llava_hybrid`, `LlavaHybridForConditionalGeneration`,
 remote code): Llava whose text model is an Apriel hybrid SSM (`text_config.model_type`
 `apriel_ssm_thinker_hybrid`), so its layers mix attention, Mamba and GDN by `hybrid_block_layout`.
+
+Tensors are named as Fast-LLM exports them (`language_model.model.layers.0...`, with `model.norm.weight` and
+`lm_head.weight` outside `language_model`; exports write these) or by the remote classes' modules, which are Llava's
+(`model.language_model.layers.0...`, `model.language_model.norm.weight`): what `model.state_dict()` holds and, as
+transformers 5 applies no conversion mapping to remote code, what `save_pretrained` writes. Both are read.
 """
 
 from weightport.families import apriel_hybrid_ssm, llama, llava
@@ -32,12 +37,12 @@ HF_CLASS = llava.hf_class("LlavaHybridConfig", SOURCE, {"apriel_ssm_thinker_hybr
 SPEC = ModelSpec(
     name="llava_hybrid_ssm", model_type="llava_hybrid", architecture="LlavaHybridForConditionalGeneration",
     config=llava.config(TEXT_MODELS) + (Constant(AUTO_MAP, hf="auto_map", reason="remote code"),),
-    weights=(
-        *llava.weights((Tensor("embeddings.word_embeddings_weight", "model.embed_tokens.weight"),
-                        Blocks("decoder", llama.LAYERS, apriel_hybrid_ssm.BLOCK_WEIGHTS))),
+    weights=llava.weights(
+        (Tensor("embeddings.word_embeddings_weight", "model.embed_tokens.weight"),
+         Blocks("decoder", llama.LAYERS, apriel_hybrid_ssm.BLOCK_WEIGHTS)),
         # as Fast-LLM exports it, the head sits outside `language_model`
-        Tensor("head.final_norm.weight", "model.norm.weight"),
-        Tensor("head.output_weights", "lm_head.weight", tied="embeddings.word_embeddings_weight"),
-    ),
+        outside=(Tensor("head.final_norm.weight", "model.norm.weight"),
+                 Tensor("head.output_weights", "lm_head.weight", tied="embeddings.word_embeddings_weight")),
+        names={**llava.MODULE_NAMES, "model.norm": "model.language_model.norm"}, saved="fast_llm"),
     native_model="multimodal", aliases=("llava_hybrid_ssm",), hf_class=HF_CLASS,
 )
