@@ -1,7 +1,8 @@
 """Formats whose HF classes are remote code (config.json `auto_map`): their modeling files travel with the
 checkpoint, come from a folder the user names (`modeling_code=`, `--modeling-code`), or a note says how to add them.
 
-Here the modeling files are stand-ins; tests/fastllm/test_fastllm_remote_code.py loads exports with Fast-LLM's real ones."""
+Here the modeling files are stand-ins; tests/fastllm/test_fastllm_remote_code.py loads exports with Fast-LLM's real
+ones."""
 
 from __future__ import annotations
 
