@@ -135,3 +135,14 @@ def logits(cls, folder: Path) -> torch.Tensor:
     model = cls.from_pretrained(folder, dtype=torch.float32).eval()
     with torch.no_grad():
         return model(**model_inputs(hf_config(folder))).logits
+
+
+def assert_converts_as_saved(root: Path, source: Path) -> None:
+    """`source`, another HF naming of the model that `save_pretrained` wrote to `root/saved`, converts (by the CLI)
+    to the native checkpoint of `root/saved` (`root/native_saved`) and back to `root/saved` itself."""
+    cli("convert", source, root / "native")
+    assert_same_tensors(tensors(root / "native"), tensors(root / "native_saved"))
+    assert native_meta(root / "native") == native_meta(root / "native_saved")
+    cli("convert", root / "native", root / "back")
+    assert_same_tensors(tensors(root / "back"), tensors(root / "saved"))
+    assert hf_config(root / "back") == hf_config(root / "saved")

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import weightport
-from helpers import assert_same_tensors, cli, hf_config, native_meta, tensors
+from helpers import assert_converts_as_saved, assert_same_tensors, cli, hf_config, native_meta, tensors
 from weightport import stream
 from weightport.errors import CoverageError
 
@@ -60,12 +60,7 @@ def test_the_stacked_layout_converts_like_the_per_expert_one_and_exports_per_exp
     assert {"op": "flatten(0,4x-1)", "src": [{"name": "model.layers.0.mlp.experts.gate_up_proj",
                                               "shape": [4, 96, 32], "dtype": "F32"}],
             "dst": [{"name": "decoder.0.mlp.layer_1.weight", "shape": [384, 32], "dtype": "F32"}]} in plan["steps"]
-    cli("convert", root / "stacked", root / "native")
-    assert_same_tensors(tensors(root / "native"), tensors(root / "native_saved"))
-    assert native_meta(root / "native") == native_meta(root / "native_saved")
-    cli("convert", root / "native", root / "back")
-    assert_same_tensors(tensors(root / "back"), tensors(root / "saved"))
-    assert hf_config(root / "back") == hf_config(root / "saved")
+    assert_converts_as_saved(root, root / "stacked")
     exported = transformers.MixtralForCausalLM.from_pretrained(root / "back").eval()
     assert torch.equal(logits(exported, BASE["vocab_size"]), logits(model, BASE["vocab_size"]))
 
