@@ -319,3 +319,16 @@ def test_a_quantization_config_is_refused_not_noted():
         with pytest.raises(ConfigError, match="quantization_config = .*quantized checkpoints are not converted"):
             api.import_config(families.load(family), config)
     assert native_of("llama", fixture("llama") | {"quantization_config": None}) == native_of("llama", fixture("llama"))
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-7b-instruct-yarn"])
+def test_a_scaled_rotary_without_its_original_length_takes_max_position_embeddings(name):
+    """transformers 5 gives llama3 / yarn rotary a missing `original_max_position_embeddings` from the model's
+    `max_position_embeddings`: weightport reads it so, as the same model as transformers' filled-in config."""
+    config = json.loads((FIXTURES.parent / "published" / f"{name}.json").read_text())
+    family = families.detect(config["model_type"])
+    scaling = config.get("rope_scaling") or config["rope_parameters"]
+    del scaling["original_max_position_embeddings"]
+    made = transformers.AutoConfig.for_model(**copy.deepcopy(config)).to_dict()
+    assert made["rope_parameters"]["original_max_position_embeddings"] == config["max_position_embeddings"]
+    assert native_of(family, config) == native_of(family, made)

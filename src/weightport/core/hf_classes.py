@@ -13,6 +13,7 @@ filled one by one) or `Sub` (a sub-config, whose class its `model_type` selects)
 from __future__ import annotations
 
 import copy
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,16 +53,19 @@ class From:
 class Merged:
     """A dict-valued key whose absent entries each take their default (a class that merges a given dict into its
     defaults, like Apriel's `ssm_cfg`); a null or absent key takes the whole dict. An entry's default may be a `From`,
-    computed from the dict's other entries."""
+    which sees the dict's entries first, then the class's other keys (as transformers' `standardize_rope_params`
+    reads both); an entry it computes as None stays absent."""
 
     defaults: Mapping[str, Any]
 
-    def merge(self, given: dict) -> dict:
+    def merge(self, given: dict, config: Mapping[str, Any]) -> dict:
         out = {**{k: copy.deepcopy(v) for k, v in self.defaults.items() if not isinstance(v, From)},
                **copy.deepcopy(given)}
         for key, default in self.defaults.items():
             if isinstance(default, From) and out.get(key) is None:
-                out[key] = default.compute(out)
+                value = default.compute(ChainMap(out, config))
+                if value is not None:
+                    out[key] = value
         return out
 
 
@@ -98,13 +102,10 @@ class HFClass:
     def fill(self, config: dict) -> dict:
         """`config` with every absent key set to its default (sub-configs by their own class); a new dict."""
         out = copy.deepcopy(config)
-        computed = []
+        later = []
         for key, default in self.keys.items():
-            if isinstance(default, From):
-                computed.append((key, default))
-            elif isinstance(default, Merged):
-                given = out.get(key)
-                out[key] = default.merge(given if isinstance(given, dict) else {})
+            if isinstance(default, (From, Merged)):
+                later.append((key, default))
             elif isinstance(default, Sub):
                 sub = out.get(key)
                 if sub is None:
@@ -115,8 +116,11 @@ class HFClass:
                         else sub
             elif key not in out:
                 out[key] = copy.deepcopy(default)
-        for key, default in computed:  # after the plain defaults they may read
-            if out.get(key) is None:
+        for key, default in later:  # after the plain defaults they may read
+            if isinstance(default, Merged):
+                given = out.get(key)
+                out[key] = default.merge(given if isinstance(given, dict) else {}, out)
+            elif out.get(key) is None:
                 try:
                     out[key] = default.compute(out)
                 except (KeyError, TypeError, ValueError, ZeroDivisionError):

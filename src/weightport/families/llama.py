@@ -32,8 +32,14 @@ ROTARY = Choice("rotary", "rope_parameters", key="rope_type", default="default",
 
 def rope(theta: float) -> Merged:
     """transformers 5's `rope_parameters`: a missing `rope_type` is the older `type`, else `default`; a missing
-    `rope_theta` is the class's."""
-    return Merged({"rope_theta": theta, "rope_type": From(lambda p: p.get("type", "default"), "`type`, else default")})
+    `rope_theta` is the class's; a scaled type's missing `original_max_position_embeddings` is the model's
+    `max_position_embeddings`."""
+    return Merged({
+        "rope_theta": theta, "rope_type": From(lambda p: p.get("type", "default"), "`type`, else default"),
+        "original_max_position_embeddings": From(
+            lambda p: p["max_position_embeddings"] if p["rope_type"] in ("llama3", "yarn", "longrope") else None,
+            "for scaled rotary types, max_position_embeddings (transformers 5.24 standardize_rope_params)"),
+    })
 
 
 KV_HEADS = From(lambda hf: hf["num_attention_heads"], "as many KV heads as query heads")
