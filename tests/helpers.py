@@ -34,8 +34,9 @@ FAST_LLM_DEFECTS = {
                                    "text_config.max_position_embeddings", "text_config.attention_bias",
                                    "text_config.mlp_bias", "text_config.pretraining_tp"),
 }
-# Keys of Fast-LLM's exports that are Fast-LLM's own defects, not part of the model: a stray `type` in Llava configs.
-FAST_LLM_STRAY_KEYS = {"llava": ("type",), "llava_hybrid_ssm_attn_only": ("type",)}
+# Keys of Fast-LLM's exports that are Fast-LLM's own defects, not part of the model: a stray `type` in Llava configs,
+# and a `sliding_window` in Llama text configs, which LlamaConfig does not define.
+FAST_LLM_STRAY_KEYS = {"llava": ("type", "text_config.sliding_window"), "llava_hybrid_ssm_attn_only": ("type",)}
 
 
 def case(name: str) -> dict:

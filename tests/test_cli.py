@@ -70,6 +70,24 @@ def test_unsupported_config_value_is_an_error_and_writes_nothing(tiny, tmp_path)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
+@pytest.mark.parametrize("key, value, expected", [
+    ("intermediate_size", 128.0, "intermediate_size = 128.0 should be an integer"),
+    ("num_hidden_layers", None, "num_hidden_layers = None should be an integer (it sets the native decoder.num_blocks)"),
+    ("rms_norm_eps", "1e-5", "rms_norm_eps = '1e-5' should be a number"),
+    ("attention_bias", 0, "attention_bias = 0 should be true or false"),
+    ("num_key_value_heads", "2", "num_key_value_heads = '2' should be an integer"),
+])
+def test_a_value_of_the_wrong_kind_is_refused_naming_the_key(tiny, tmp_path, key, value, expected):
+    """Fast-LLM's fields are typed, as transformers' are: a string, float or null where a number or switch belongs
+    is refused by check and convert alike, naming the config.json key, and nothing is written."""
+    config = hf_config(tiny)
+    config[key] = value
+    (tiny / "config.json").write_text(json.dumps(config))
+    assert expected in fails("check", tiny)
+    assert expected in fails("convert", tiny, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("damage, expected", [
     ("missing", "missing tensor: model.layers.1.mlp.up_proj.weight"),
     ("extra", "tensor claimed by no rule: model.layers.0.self_attn.rotary_emb.inv_freq"),

@@ -59,7 +59,8 @@ def test_every_tied_family_drops_an_equal_copy_and_refuses_a_different_one(famil
     add_copy(with_copy, family)
     copy, original = names(family)
     plan = weightport.convert(with_copy, tmp_path / "native")
-    assert f"{copy} is a tied copy of {original} (as config.json says): checked bit-equal, then dropped" in plan.notes
+    assert (f"{copy} is a tied copy of {original} (as config.json says): the conversion checks that it is "
+            "bit-equal before anything is written, then drops it") in plan.notes
     assert [(s.op, [r.name for r in s.src]) for s in plan.steps if not s.dst] == [("check equal + drop",
                                                                                  [copy, original])]
     assert_same_tensors(tensors(tmp_path / "native"), tensors(tmp_path / "native_clean"))

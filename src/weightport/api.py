@@ -29,7 +29,7 @@ from weightport.io import hf_config, remote_code, safetensors
 from weightport.io.atomic import atomic_output
 from weightport.native import checkpoint as native_ckpt
 from weightport.native.model import parameters
-from weightport.native.schema import canonical, resolve
+from weightport.native.schema import FieldTypeError, canonical, resolve
 
 SIDES = ("hf", "native")
 DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
@@ -96,8 +96,15 @@ def _import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str, list[st
     if spec.hf_class is not None:
         undefined = tuple(spec.hf_class.undefined(normalized))
         normalized = spec.hf_class.fill(normalized)
-    explicit, kept = config_rules.from_hf(spec.hf_rules, normalized, spec.name, BASE_KEYS, undefined)
-    return explicit, _resolve(spec, explicit), layout, [dotted(k) for k in kept]
+    explicit, kept, sources = config_rules.from_hf(spec.hf_rules, normalized, spec.name, BASE_KEYS, undefined)
+    try:
+        config = _resolve(spec, explicit)
+    except FieldTypeError as err:
+        if err.path not in sources:
+            raise
+        raise ConfigError(f"{spec.name}: config.json {dotted(sources[err.path])} = {err.value!r} should be "
+                          f"{err.expected} (it sets the native {dotted(err.path)}); fix the value") from None
+    return explicit, config, layout, [dotted(k) for k in kept]
 
 
 def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | None = None) -> dict:

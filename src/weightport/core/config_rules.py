@@ -33,9 +33,11 @@ class _Run:
     hf_claims: set[Path] = field(default_factory=set)
     native_claims: set[Path] = field(default_factory=set)
     native_subtrees: set[Path] = field(default_factory=set)
+    sources: dict[Path, Path] = field(default_factory=dict)  # native field -> the HF key it was read from
 
     def set(self, native: dict, path: Path, value: Any, source: Path) -> None:
         """Set a native field; a second HF key setting it to another value is a problem."""
+        self.sources[path] = source
         current = get(native, path)
         if current is not MISSING and current != value:
             self.problems.append(f"{dotted(source)} = {value!r} disagrees with another key that sets {dotted(path)} "
@@ -479,9 +481,10 @@ def _export(rules: tuple, native: dict, hf: dict, n: Path, h: Path, run: _Run) -
 
 
 def from_hf(rules: tuple, hf: dict, family: str, metadata_keys: frozenset[str],
-            undefined: tuple[Path, ...] = ()) -> tuple[dict, list[Path]]:
-    """The explicit native config for an HF config dict, and the `undefined` keys (keys the HF config class does
-    not define, which cannot change the model) that no rule read: they are accepted as they are.
+            undefined: tuple[Path, ...] = ()) -> tuple[dict, list[Path], dict[Path, Path]]:
+    """The explicit native config for an HF config dict; the `undefined` keys (keys the HF config class does not
+    define, which cannot change the model) that no rule read: they are accepted as they are; and the HF key each
+    native field was read from, where one was.
 
     Raises ConfigError listing every unknown, missing, unsupported or inconsistent key at once.
     """
@@ -511,7 +514,7 @@ def from_hf(rules: tuple, hf: dict, family: str, metadata_keys: frozenset[str],
             hints.append("add the missing keys to config.json: the config class of this format gives them no default")
         raise ConfigError(report(f"{family}: config.json cannot be imported", run.problems + run.unknown,
                                  "; ".join(hints) or None))
-    return native, kept
+    return native, kept, run.sources
 
 
 def to_hf(rules: tuple, native: dict, family: str) -> dict:

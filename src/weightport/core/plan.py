@@ -253,7 +253,8 @@ def build(family: str, direction: str, bindings: list[Binding], inventory: dict[
                              "false in config.json")
                 continue
             checks.append(Step((a, b), (), tied))
-            notes += (f"{copy} is a tied copy of {original} (as config.json says): checked bit-equal, then dropped",)
+            notes += (f"{copy} is a tied copy of {original} (as config.json says): the conversion checks that it is "
+                      "bit-equal before anything is written, then drops it",)
         extra += [n for n in sources if n not in seen_hf]
     problems = (
         unfit

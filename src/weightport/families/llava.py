@@ -88,8 +88,11 @@ ADAPTER = (
     Constant(None, native="pre_norm"),
     Constant(None, native="post_norm"),
 )
-TEXT_MODELS = {"mistral": ("mistral", mistral.SPEC.config), "llama": ("llama", llama.SPEC.config + (
-    Constant(None, hf="sliding_window", write=False, reason="Fast-LLM's export leaves it in Llama text configs"),))}
+# Without a record of the HF model, an export writes the first text model that fits: Llama, LlavaConfig's default
+# text model (as Fast-LLM's exporter writes it too), unless the model needs Mistral's sliding window.
+TEXT_MODELS = {"llama": ("llama", llama.SPEC.config + (
+    Constant(None, hf="sliding_window", write=False, reason="Fast-LLM's export leaves it in Llama text configs"),)),
+    "mistral": ("mistral", mistral.SPEC.config)}
 
 
 def config(text_models: dict) -> tuple:

@@ -258,6 +258,8 @@ def _resolve(kind: str, value: Any, path: Path, only: tuple[str, ...]) -> Any:
     for name, field in fields.items():
         given = value.get(name)
         if isinstance(field, Value):
+            if name in value:
+                _check_type(field, given, path + (name,))
             out[name] = field.default if name not in value else given
         elif isinstance(field, Sub):
             absent = field.optional and given is None
@@ -269,6 +271,30 @@ def _resolve(kind: str, value: Any, path: Path, only: tuple[str, ...]) -> Any:
             out[name] = {k: _resolve(field.kind, v, path + (name, k), ()) for k, v in (given or {}).items()}
     _validate(kind, out, path)
     return out
+
+
+# The kind of value a field holds, from the type of its default (Fast-LLM's fields are typed alike); a float field
+# takes an integer too. Fields whose default is None are not checked.
+_KINDS = ((bool, (bool,), "true or false"), (int, (int,), "an integer"), (float, (int, float), "a number"),
+          (str, (str,), "a string"))
+
+
+class FieldTypeError(ConfigError):
+    """A native field at `path` holds `value`, which is not `expected` (in words)."""
+
+    def __init__(self, path: Path, value: Any, expected: str):
+        super().__init__(f"native config: {dotted(path)} = {value!r} should be {expected}")
+        self.path, self.value, self.expected = path, value, expected
+
+
+def _check_type(field: Value, given: Any, path: Path) -> None:
+    if field.default is None:
+        return
+    for kind, accepted, words in _KINDS:
+        if isinstance(field.default, kind):
+            if isinstance(given, bool) and kind is not bool or not isinstance(given, accepted):
+                raise FieldTypeError(path, given, words)
+            return
 
 
 def _validate(kind: str, cfg: dict, path: Path) -> None:
