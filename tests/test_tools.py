@@ -125,3 +125,12 @@ def test_progress_is_shown_on_a_terminal_only(tmp_path):
     assert "converting: 100%" in text and "B/s" in text
     quiet = cli("convert", source, tmp_path / "n2")  # not a terminal: no bar
     assert "converting" not in quiet.stderr
+
+
+def test_verify_names_each_differing_config_value(tmp_path):
+    """Architecture differences are named one value at a time, into per-block lists, not as whole lists."""
+    synth.write_hf(tmp_path / "a", synth.tiny_llama())
+    synth.write_hf(tmp_path / "b", synth.tiny_llama(num_key_value_heads=4))
+    configs = [d for d in weightport.verify(tmp_path / "a", tmp_path / "b") if d.name.startswith("config ")]
+    assert [(d.name, d.detail) for d in configs] == [("config decoder.blocks.0.mixer.head_groups", "2 != 4"),
+                                                      ("config decoder.blocks.1.mixer.head_groups", "2 != 4")]

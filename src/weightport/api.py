@@ -248,7 +248,7 @@ def _architecture_differences(spec: ModelSpec, trained: dict, origin: dict) -> l
         found = []
     if found:
         return found
-    mine, theirs = leaves(canonical(trained)), leaves(canonical(origin))
+    mine, theirs = leaves(canonical(trained), lists=True), leaves(canonical(origin), lists=True)
     return [f"native {dotted(p)}: {theirs.get(p, MISSING)!r} in the origin, {mine.get(p, MISSING)!r} in the checkpoint"
             for p in sorted(set(mine) | set(theirs)) if mine.get(p, MISSING) != theirs.get(p, MISSING)]
 

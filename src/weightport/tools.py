@@ -14,7 +14,7 @@ import numpy as np
 
 from weightport import api, families
 from weightport.core import dtypes, ops, runtime
-from weightport.core.paths import dotted, get, leaves
+from weightport.core.paths import dotted, leaves
 from weightport.core.plan import Ref
 from weightport.errors import FormatError, WeightportError
 from weightport.io import hf_config, safetensors
@@ -124,9 +124,10 @@ def verify(a: str | Path, b: str | Path, *, atol: float = 0.0, format_a: str | N
     first, second = open_pair(a, b, format_a, format_b)
     out: list[Difference] = []
     left, right = canonical(first.config), canonical(second.config)
-    for path, value in leaves(left).items():
-        if get(right, path, None) != value:
-            out.append(Difference(f"config {dotted(path)}", f"{value!r} != {get(right, path, None)!r}"))
+    mine, theirs = leaves(left, lists=True), leaves(right, lists=True)
+    for path in sorted(set(mine) | set(theirs)):
+        if mine.get(path) != theirs.get(path):
+            out.append(Difference(f"config {dotted(path)}", f"{mine.get(path)!r} != {theirs.get(path)!r}"))
     mine = {name: (dtype, array) for name, dtype, array in native_tensors(first)}
     for name, dtype, array in native_tensors(second):
         if name not in mine:

@@ -54,11 +54,14 @@ def remove(tree: dict, path: Path) -> None:
             remove(tree, path[:-1])
 
 
-def leaves(tree: Any, prefix: Path = ()) -> dict[Path, Any]:
-    """Every non-dict value of a nested dict, by path (an empty dict counts as a leaf)."""
+def leaves(tree: Any, prefix: Path = (), lists: bool = False) -> dict[Path, Any]:
+    """Every non-dict value of a nested dict, by path (an empty dict counts as a leaf). With `lists`, the items of
+    non-empty lists are leaves too, by index (`decoder.blocks.3.mixer.heads`), for messages that name one value."""
+    if lists and isinstance(tree, list) and tree:
+        tree = {str(i): item for i, item in enumerate(tree)}
     if not isinstance(tree, dict) or not tree:
         return {prefix: tree}
     out: dict[Path, Any] = {}
     for key, value in tree.items():
-        out.update(leaves(value, prefix + (str(key),)))
+        out.update(leaves(value, prefix + (str(key),), lists))
     return out
