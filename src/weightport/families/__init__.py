@@ -47,5 +47,5 @@ def detect(model_type: object) -> str:
         spec = load(name)
         if model_type == spec.model_type or model_type in spec.aliases:
             return name
-    raise ConfigError(f"config.json has model_type {model_type!r}, which no supported format uses "
-                      f"(supported: {', '.join(FAMILIES)}); pass --format to choose one")
+    found = "no model_type" if model_type is None else f"model_type {model_type!r}, which no supported format uses"
+    raise ConfigError(f"config.json has {found} (supported: {', '.join(FAMILIES)}); pass --format to choose one")

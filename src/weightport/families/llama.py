@@ -108,7 +108,8 @@ CONFIG = (
     Ignore(hf="max_position_embeddings", reason="native models have no position limit; kept in metadata"),
     Ignore(hf="pretraining_tp", reason="a tensor-parallel hint of pretraining; no effect on the model"),
     Constant(False, hf="rope_interleaved", write=False,
-             reason="interleaved rotary pairs (nanotron's layout, which SmolLM2 configs name) are not Llama's"),
+             reason="interleaved rotary pairs (nanotron's layout, which SmolLM2 configs name) are not what "
+                    "transformers' Llama-style models rotate (halves)"),
     Constant("fixed", native="decoder.type", reason="Llama layers are all alike"),
     Rename("decoder.num_blocks", "num_hidden_layers"),
     Nested(B, "", BLOCK),

@@ -49,7 +49,8 @@ def _clean_leftovers(dst: Path) -> None:
 
 
 def _refuse(dst: Path) -> OutputError:
-    return OutputError(f"{dst} already exists; pass --overwrite to replace it or choose another output path")
+    return OutputError(f"{dst} already exists; pass --overwrite (overwrite=True) to replace it or choose another "
+                       "output path")
 
 
 def _commit(tmp: Path, dst: Path, overwrite: bool) -> None:
