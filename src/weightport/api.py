@@ -192,7 +192,8 @@ def _try(config: dict, same: Callable[[dict], bool], change: Callable[[dict], No
 def _value_notes(spec: ModelSpec, source: dict, config: dict, layout: str) -> list[str]:
     expected = _written(spec, config, layout, complete=False)
     return [
-        f"config.json {dotted(p)} = {v!r} is stored natively as what {get(expected, p)!r} means; "
+        f"config.json {dotted(p)} = {v!r} has no exact native twin: the native model (and Fast-LLM) runs what "
+        f"{get(expected, p)!r} means; "
         "the original value is kept in the metadata and restored on export"
         for p, v in leaves(source).items()
         if get(expected, p) is not MISSING and get(expected, p) != v and not isinstance(v, (int, float))
