@@ -20,8 +20,18 @@ from weightport.core.paths import MISSING, get, split
 from weightport.errors import ConfigError, SpecError
 
 
+class Rule:
+    """A weight rule: `bindings(config, native prefix, HF prefix)` resolves it, for a concrete native (sub-)config,
+    into bindings with full names."""
+
+    __slots__ = ()
+
+    def bindings(self, config: Any, native: str, hf: str) -> list[Binding]:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True, slots=True)
-class Tensor:
+class Tensor(Rule):
     """One native tensor from one or more HF tensors: each HF part goes through `ops`, then the parts are
     concatenated along `dim` (equal parts, or `sizes` along `dim` in native layout). HF names holding `{expert}`
     repeat for each of the `experts` (a config path), expert-major: `[e0.w1, e0.w3, e1.w1, ...]`.
@@ -38,6 +48,18 @@ class Tensor:
     experts: str | None = None
     tied: str | None = None
 
+    def bindings(self, config: Any, native: str, hf: str) -> list[Binding]:
+        name = _join(native, self.native)
+        hf_names = tuple(_join(hf, h) for h in ((self.hf,) if isinstance(self.hf, str) else self.hf))
+        if self.experts is not None:
+            count = _resolve(config, self.experts, name)
+            hf_names = tuple(h.replace("{expert}", str(e)) for e in range(count) for h in hf_names)
+        ops = tuple(replace(op, sizes=tuple(_resolve(config, s, name) for s in op.sizes)) if isinstance(op, Flatten)
+                    else op for op in self.ops)
+        sizes = None if self.sizes is None else tuple(_resolve(config, s, name) for s in self.sizes)
+        tied = None if self.tied is None else _join(native, self.tied)
+        return [Binding(name, hf_names, ops, self.dim, sizes, tied)]
+
 
 def Fuse(native: str, *hf: str, dim: int = 0, sizes: tuple | None = None, ops: tuple = ()) -> Tensor:
     """Concatenate several HF tensors into one native tensor:
@@ -46,7 +68,7 @@ def Fuse(native: str, *hf: str, dim: int = 0, sizes: tuple | None = None, ops: t
 
 
 @dataclass(frozen=True, slots=True)
-class Linear:
+class Linear(Rule):
     """A linear layer's `.weight` and `.bias` (several HF layers are fused; ops apply to the weight only)."""
 
     native: str
@@ -62,9 +84,12 @@ class Linear:
         weight = Tensor(f"{self.native}.weight", tuple(f"{h}.weight" for h in self.hf), self.ops, experts=self.experts)
         return weight, Tensor(f"{self.native}.bias", tuple(f"{h}.bias" for h in self.hf), experts=self.experts)
 
+    def bindings(self, config: Any, native: str, hf: str) -> list[Binding]:
+        return walk(self.tensors(), config, native, hf)
+
 
 @dataclass(frozen=True, slots=True)
-class Section:
+class Section(Rule):
     """Rules under a native and an HF prefix, reading the sub-config at `config` (default: the native prefix)."""
 
     native: str
@@ -72,9 +97,15 @@ class Section:
     rules: tuple
     config: str | None = None
 
+    def bindings(self, config: Any, native: str, hf: str) -> list[Binding]:
+        sub = get(config, split(self.native if self.config is None else self.config))
+        if sub is None or sub is MISSING:
+            return []
+        return walk(self.rules, sub, _join(native, self.native), _join(hf, self.hf))
+
 
 @dataclass(frozen=True, slots=True)
-class Each:
+class Each(Rule):
     """Rules repeated for each `(placeholders, sub-config)` of `items(config)`; prefixes use the placeholders,
     e.g. native `decoder.{i}` and HF `model.layers.{i}`, or `mtp_norms.{j}` with `j = i + 1`."""
 
@@ -84,9 +115,14 @@ class Each:
     config: str
     items: Callable[[Any], list[tuple[dict, Any]]]
 
+    def bindings(self, config: Any, native: str, hf: str) -> list[Binding]:
+        return [b for values, sub in self.items(get(config, split(self.config)))
+                for b in walk(self.rules, sub, _join(native, _format(self.native, values)),
+                              _join(hf, _format(self.hf, values)))]
+
 
 @dataclass(frozen=True, slots=True)
-class Repeat:
+class Repeat(Rule):
     """Rules `count` times (a config path) over the same sub-config at `config`, for i in `start .. count-1`;
     prefixes may do index arithmetic: native `multi_token_prediction.heads.{i-1}` <-> HF `model.mtp_norms.{i}`."""
 
@@ -97,9 +133,15 @@ class Repeat:
     config: str = ""
     start: int = 0
 
+    def bindings(self, config: Any, native: str, hf: str) -> list[Binding]:
+        sub = get(config, split(self.config))
+        return [b for i in range(self.start, _resolve(config, self.count, self.native))
+                for b in walk(self.rules, sub, _join(native, _format(self.native, {"i": i})),
+                              _join(hf, _format(self.hf, {"i": i})))]
+
 
 @dataclass(frozen=True, slots=True)
-class Switch:
+class Switch(Rule):
     """Rules chosen by a field (`on`, default `type`) of the sub-config at `config`:
     `options = {value: (hf prefix, rules)}`; the rules read the same sub-config."""
 
@@ -108,9 +150,19 @@ class Switch:
     options: Mapping[Any, tuple[str, tuple]]
     on: str = "type"
 
+    def bindings(self, config: Any, native: str, hf: str) -> list[Binding]:
+        sub = get(config, split(self.config))
+        kind = sub.get(self.on) if isinstance(sub, dict) else None
+        if kind not in self.options:
+            raise ConfigError(
+                f"{_join(native, self.config) or 'config'} has {self.on} {kind!r}, which this format cannot hold "
+                f"(supported: {', '.join(map(str, self.options))})")
+        prefix, rules = self.options[kind]
+        return walk(rules, sub, _join(native, self.native), _join(hf, prefix))
+
 
 @dataclass(frozen=True, slots=True)
-class Alternatives:
+class Alternatives(Rule):
     """The same native tensors under `native` in several HF layouts: `options = {name: (hf prefix, rules)}`, in order
     of preference; the rules read the sub-config at `native`, as in a `Section`. An export writes the first option;
     an import reads the first option whose HF tensors the source holds, or in memory, the option of the first of its
@@ -122,9 +174,37 @@ class Alternatives:
     native: str
     options: Mapping[str, tuple[str, tuple]]
 
+    def bindings(self, config: Any, native: str, hf: str) -> list[Binding]:
+        """The bindings of every option, tagged with `(site, option)`; a binding every option has alike (a tensor
+        the layouts name the same) is kept once, untagged, where the first option has it. Raises SpecError for
+        Alternatives inside Alternatives and for an HF name two options bind differently (a source could not tell
+        them apart)."""
+        site = _join(native, self.native)
+        options = {option: walk((Section(self.native, prefix, rules),), config, native, hf)
+                   for option, (prefix, rules) in self.options.items()}
+        for bindings in options.values():
+            inner = next((b.alternative[0] for b in bindings if b.alternative is not None), None)
+            if inner is not None:
+                raise SpecError(f"weight rule {site or '<root>'}: Alternatives inside Alternatives "
+                                f"({inner or '<root>'})")
+        common = set.intersection(*(set(bindings) for bindings in options.values()))
+        out: list[Binding] = []
+        owner = {name: "every layout" for b in common for name in b.hf}
+        for i, (option, bindings) in enumerate(options.items()):
+            for b in bindings:
+                if b in common:
+                    out += [b] if i == 0 else []
+                    continue
+                for name in b.hf:
+                    if owner.setdefault(name, option) != option:
+                        raise SpecError(f"weight rule {site or '<root>'}: HF tensor {name} is bound differently in "
+                                        f"{owner[name]!r} and {option!r}")
+                out.append(replace(b, alternative=(site, option)))
+        return out
+
 
 @dataclass(frozen=True, slots=True)
-class Renamed:
+class Renamed(Rule):
     """`rules` with other HF names: a name (relative to the enclosing HF prefix) that is a key of `prefixes` or starts
     with one and a dot starts with its value instead (the first key that matches); other names stay. A whole model's
     other naming, as one option of an `Alternatives`: transformers 5 names a Llava model's tensors by its modules
@@ -134,6 +214,10 @@ class Renamed:
 
     rules: tuple
     prefixes: Mapping[str, str]
+
+    def bindings(self, config: Any, native: str, hf: str) -> list[Binding]:
+        return [replace(b, hf=tuple(_join(hf, _rename(h, self.prefixes)) for h in b.hf))
+                for b in walk(self.rules, config, native, "")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,81 +265,14 @@ def _resolve(config: Any, value: Any, where: str) -> Any:
 
 
 def walk(rules: tuple, config: Any, native: str = "", hf: str = "") -> list[Binding]:
-    """Every binding of `rules` for a concrete (resolved) native config, with full names."""
+    """Every binding of `rules` for a concrete (resolved) native config, with full names. Each rule resolves its own
+    bindings (`bindings(config, native prefix, HF prefix)`), so a new kind of weight rule is one class."""
     out: list[Binding] = []
     for rule in rules:
         if isinstance(rule, tuple):
             out += walk(rule, config, native, hf)
-        elif isinstance(rule, Linear):
-            out += walk(rule.tensors(), config, native, hf)
-        elif isinstance(rule, Tensor):
-            name = _join(native, rule.native)
-            hf_names = tuple(_join(hf, h) for h in ((rule.hf,) if isinstance(rule.hf, str) else rule.hf))
-            if rule.experts is not None:
-                count = _resolve(config, rule.experts, name)
-                hf_names = tuple(h.replace("{expert}", str(e)) for e in range(count) for h in hf_names)
-            ops = tuple(
-                replace(op, sizes=tuple(_resolve(config, s, name) for s in op.sizes)) if isinstance(op, Flatten)
-                else op
-                for op in rule.ops
-            )
-            sizes = None if rule.sizes is None else tuple(_resolve(config, s, name) for s in rule.sizes)
-            tied = None if rule.tied is None else _join(native, rule.tied)
-            out.append(Binding(name, hf_names, ops, rule.dim, sizes, tied))
-        elif isinstance(rule, Section):
-            sub = get(config, split(rule.native if rule.config is None else rule.config))
-            if sub is not None and sub is not MISSING:
-                out += walk(rule.rules, sub, _join(native, rule.native), _join(hf, rule.hf))
-        elif isinstance(rule, Each):
-            for values, sub in rule.items(get(config, split(rule.config))):
-                out += walk(rule.rules, sub, _join(native, _format(rule.native, values)),
-                            _join(hf, _format(rule.hf, values)))
-        elif isinstance(rule, Repeat):
-            sub = get(config, split(rule.config))
-            for i in range(rule.start, _resolve(config, rule.count, rule.native)):
-                out += walk(rule.rules, sub, _join(native, _format(rule.native, {"i": i})),
-                            _join(hf, _format(rule.hf, {"i": i})))
-        elif isinstance(rule, Switch):
-            sub = get(config, split(rule.config))
-            kind = sub.get(rule.on) if isinstance(sub, dict) else None
-            if kind not in rule.options:
-                raise ConfigError(
-                    f"{_join(native, rule.config) or 'config'} has {rule.on} {kind!r}, which this format cannot hold "
-                    f"(supported: {', '.join(map(str, rule.options))})")
-            prefix, sub_rules = rule.options[kind]
-            out += walk(sub_rules, sub, _join(native, rule.native), _join(hf, prefix))
-        elif isinstance(rule, Renamed):
-            out += [replace(b, hf=tuple(_join(hf, _rename(h, rule.prefixes)) for h in b.hf))
-                    for b in walk(rule.rules, config, native, "")]
-        elif isinstance(rule, Alternatives):
-            out += _alternatives(rule, config, native, hf)
+        elif isinstance(rule, Rule):
+            out += rule.bindings(config, native, hf)
         else:
             raise SpecError(f"{rule!r} is not a weight rule")
-    return out
-
-
-def _alternatives(rule: Alternatives, config: Any, native: str, hf: str) -> list[Binding]:
-    """The bindings of every option, tagged with `(site, option)`; a binding every option has alike (a tensor the
-    layouts name the same) is kept once, untagged, where the first option has it. Raises SpecError for Alternatives
-    inside Alternatives and for an HF name two options bind differently (a source could not tell them apart)."""
-    site = _join(native, rule.native)
-    options = {option: walk((Section(rule.native, prefix, sub_rules),), config, native, hf)
-               for option, (prefix, sub_rules) in rule.options.items()}
-    for bindings in options.values():
-        inner = next((b.alternative[0] for b in bindings if b.alternative is not None), None)
-        if inner is not None:
-            raise SpecError(f"weight rule {site or '<root>'}: Alternatives inside Alternatives ({inner or '<root>'})")
-    common = set.intersection(*(set(bindings) for bindings in options.values()))
-    out: list[Binding] = []
-    owner = {name: "every layout" for b in common for name in b.hf}
-    for i, (option, bindings) in enumerate(options.items()):
-        for b in bindings:
-            if b in common:
-                out += [b] if i == 0 else []
-                continue
-            for name in b.hf:
-                if owner.setdefault(name, option) != option:
-                    raise SpecError(f"weight rule {site or '<root>'}: HF tensor {name} is bound differently in "
-                                    f"{owner[name]!r} and {option!r}")
-            out.append(replace(b, alternative=(site, option)))
     return out
