@@ -70,8 +70,8 @@ def assert_same_tensors(ours: dict, reference: dict, *, upcast: bool = False) ->
         if upcast and mine.dtype != ref.dtype:
             mine = mine.to(ref.dtype)
         assert mine.dtype == ref.dtype, f"{name}: {mine.dtype} != {ref.dtype}"
-        assert torch.equal(mine.view(torch.uint8) if mine.dtype != torch.bool else mine,
-                           ref.view(torch.uint8) if ref.dtype != torch.bool else ref), f"{name} differs"
+        assert torch.equal(mine.reshape(-1).view(torch.uint8) if mine.dtype != torch.bool else mine,
+                           ref.reshape(-1).view(torch.uint8) if ref.dtype != torch.bool else ref), f"{name} differs"
 
 
 def hf_config(folder: Path) -> dict:

@@ -6,11 +6,12 @@ into a temporary folder that is renamed into place only when everything has been
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -21,7 +22,7 @@ from weightport.core import config_rules, layouts
 from weightport.core.hf_classes import BASE_KEYS
 from weightport.core.paths import MISSING, dotted, get, leaves, put, remove
 from weightport.core.plan import Plan, Ref, Step, build
-from weightport.core.runtime import run
+from weightport.core.runtime import nbytes, run
 from weightport.core.spec import ModelSpec
 from weightport.core.weights import walk
 from weightport.errors import ConfigError, FormatError, WeightportError, report
@@ -40,6 +41,10 @@ DTYPE_NAMES = {code: name for name, code in DTYPES.items()}
 # chat template, ...) is carried unchanged, kept in the native folder under `hf_files/`.
 _NOT_CARRIED = re.compile(r".*\.(safetensors|bin|pt|pth|ckpt|gguf|h5|msgpack)$|.*\.index\.json$|^config\.json$|^\.")
 CARRIED_FOLDER = "hf_files"
+# The HF tensors a wrapper format carries (`Carry`: vision and audio towers, projectors) are kept natively in
+# safetensors files of this name under `hf_files/`, which Fast-LLM does not read (it reads the files metadata.yaml
+# lists); metadata.yaml's `metadata.weightport.carried_tensors` lists them.
+CARRIED_TENSORS = "carried"
 
 
 @dataclass
@@ -57,6 +62,9 @@ class Checkpoint:
     notes: list[str]
     carried: list[Path]  # other files of the HF checkpoint (tokenizer, ...) that conversions carry along unchanged
     origin: Origin | None = None  # the HF model a native checkpoint was trained from, where one was named
+    # native side: the HF tensors kept beside the native model (`Carry`), by the names they are kept under; None where
+    # the checkpoint records none (Fast-LLM saved it)
+    carried_tensors: dict[str, safetensors.TensorInfo] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class Origin:
     hf_layout: str
     config: dict  # its resolved native config: the architecture a trained checkpoint must still have
     carried: list[Path]
+    carried_tensors: dict[str, safetensors.TensorInfo] | None = None  # the HF tensors its format carries (`Carry`)
 
 
 def carried_files(folder: Path) -> list[Path]:
@@ -216,7 +225,7 @@ def open_origin(path: str | Path, format: str | None = None) -> Origin:
             raise ConfigError(f"--format {format} disagrees with --origin {path}, which is {name}; drop --format")
         spec = families.load(name)
         _, config, layout = import_config(spec, raw)
-        return Origin(path, spec, raw, layout, config, carried_files(path))
+        return Origin(path, spec, raw, layout, config, carried_files(path), hf_carried_tensors(spec, config, path))
     if (path / native_ckpt.METADATA).is_file():
         meta = native_ckpt.read_metadata(path)
         extras = meta["metadata"].get("weightport") or {}
@@ -229,9 +238,48 @@ def open_origin(path: str | Path, format: str | None = None) -> Origin:
             raise ConfigError(f"--format {format} disagrees with --origin {path}, which is {spec.name}; drop --format")
         config = _resolve(spec, meta["config"]["base_model"])
         return Origin(path, spec, extras["hf_config"], extras.get("hf_layout", spec.hf_layout), config,
-                      carried_files(path / CARRIED_FOLDER))
+                      carried_files(path / CARRIED_FOLDER), native_carried_tensors(path, extras))
     raise FormatError(f"--origin {path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found; name the "
                       "HF folder training started from, or the native folder weightport wrote at import")
+
+
+def hf_carried_tensors(spec: ModelSpec, config: dict, path: Path) -> dict[str, safetensors.TensorInfo] | None:
+    """The tensors of an HF folder that `spec` carries, by the names they are kept under natively (None if the format
+    carries nothing)."""
+    bindings = walk(spec.weights, config)
+    if not any(b.carried for b in bindings):
+        return None
+    tensors = safetensors.read_checkpoint(path)
+    sources = {name: Ref(name, info.shape, info.dtype) for name, info in tensors.items()}
+    steps = build(spec.name, "from_hf", bindings, parameters(config), sources, None, {}).steps
+    return {step.dst[0].name: tensors[step.src[0].name] for step in steps if step.binding.carried}
+
+
+def native_carried_tensors(path: Path, extras: dict) -> dict[str, safetensors.TensorInfo] | None:
+    """The HF tensors a native folder keeps beside its model (None where it records none)."""
+    files = extras.get("carried_tensors")
+    if not isinstance(files, list):
+        return None
+    return safetensors.read_files([path / CARRIED_FOLDER / name for name in files])
+
+
+def text_model(spec: ModelSpec, hf: dict | None, format: str | None = None) -> tuple[ModelSpec, dict | None]:
+    """(format, config.json) of the text model of a wrapper format `spec`, given the wrapper's config.json `hf`
+    (if recorded): its text sub-config, in the format it names (else `format`, else the wrapper's default), with the
+    wrapper's dtype and the text format's `architectures`. Raises ConfigError if `spec` wraps no text model."""
+    if spec.text is None:
+        raise ConfigError(f"text only: {spec.name} is not a wrapper around a text model; it exports as it is "
+                          "(drop --text-only)")
+    key, default = spec.text
+    text = copy.deepcopy(hf.get(key)) if isinstance(hf, dict) and isinstance(hf.get(key), dict) else None
+    named = text.get("model_type") if text else None
+    name = format or (families.detect(named) if named else default)
+    text_spec = families.load(name)
+    if text is not None:
+        text.setdefault("model_type", text_spec.model_type)
+        text["architectures"] = [text_spec.architecture]
+        text.update({k: hf[k] for k in ("dtype", "torch_dtype") if k in hf and k not in text})
+    return text_spec, text
 
 
 def _architecture_differences(spec: ModelSpec, trained: dict, origin: dict) -> list[str]:
@@ -255,11 +303,13 @@ def _architecture_differences(spec: ModelSpec, trained: dict, origin: dict) -> l
 
 
 def describing_formats(model: str, explicit: dict) -> list[str]:
-    """The formats that can write a native config (of native model type `model`) as an HF checkpoint."""
+    """The formats that can write a native config (of native model type `model`) as an HF checkpoint. Wrappers
+    (`gemma4_vlm`, `mistral3`) are not among them: they also need the parts they carry, which `--origin` names, and
+    then the origin's format is the one."""
     found = []
     for name in families.names():
         spec = families.load(name)
-        if spec.native_model != model:
+        if spec.native_model != model or spec.text is not None:
             continue
         try:
             export_config(spec, _resolve(spec, explicit), spec.hf_layout)
@@ -309,19 +359,25 @@ def export_target(native_config: dict, format: str | None = None, origin: str | 
     return spec, config, origin
 
 
-def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str | Path | Origin | None = None
-                    ) -> Checkpoint:
+def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str | Path | Origin | None = None,
+                    text_only: bool = False) -> Checkpoint:
     """Open an HF folder (config.json) or a native folder (metadata.yaml) from its config and headers.
 
     `origin` names the HF model a native checkpoint was trained from (see `open_origin`): its format, config.json
     layout, every key of its config.json and its other files are used on export, and its architecture must be the
     checkpoint's (ConfigError names the keys that differ). Without it, a native checkpoint that records no format
     (one Fast-LLM saved) takes the only format that can describe its architecture (ConfigError lists them if
-    several can)."""
+    several can).
+
+    `text_only`, for a native checkpoint of a wrapper format (`gemma4_vlm`, `mistral3`, ...), opens it as its text
+    model alone (`gemma4`, `mistral`, `llama`): an export writes a causal LM, without the carried parts. A `format`
+    other than the recorded wrapper's means the same. Raises ConfigError for a format that wraps nothing."""
     path = Path(path)
     if (path / "config.json").is_file():
         if origin is not None:
             raise ConfigError(f"{path} is an HF checkpoint; --origin applies to native checkpoints")
+        if text_only:
+            raise ConfigError(f"{path} is an HF checkpoint; --text-only applies to exports of native checkpoints")
         raw = hf_config.read_config(path / "config.json")
         spec = families.load(format or families.detect(raw.get("model_type")))
         explicit, config, layout, kept = _import_config(spec, raw)
@@ -336,8 +392,13 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
         meta = native_ckpt.read_metadata(path)
         extras = meta["metadata"].get("weightport") or {}
         explicit = meta["config"]["base_model"]
-        spec, config, origin = export_target({"base_model": explicit, "type": native_ckpt.model_type(meta)}, format,
-                                             origin, recorded=extras.get("format"), where=str(path))
+        recorded = extras.get("format")
+        wrapper = recorded is not None and recorded in families.names() and families.load(recorded).text is not None
+        if wrapper and format is not None and format != recorded and origin is None:
+            text_only = True  # another format than the recorded wrapper's: its text model alone
+        chosen = None if text_only and (wrapper or origin is not None) else format
+        spec, config, origin = export_target({"base_model": explicit, "type": native_ckpt.model_type(meta)}, chosen,
+                                             origin, recorded=recorded, where=str(path))
         infos = safetensors.read_files(native_ckpt.weight_files(path, meta))
         index = meta["metadata"]["state_index"]
         problems = [f"{key} (listed in metadata.yaml under {file}) is not in that file"
@@ -353,10 +414,18 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
                 shards.add(shard or "<none>")
         notes = [f"native shards other than weights are not converted: {', '.join(sorted(shards))}"] if shards else []
         if origin is not None:
-            return Checkpoint("native", path, spec, explicit, config, tensors, origin.hf_config, origin.hf_layout,
-                              notes, origin.carried, origin)
-        return Checkpoint("native", path, spec, explicit, config, tensors, extras.get("hf_config"),
-                          extras.get("hf_layout", spec.hf_layout), notes, carried_files(path / CARRIED_FOLDER))
+            opened = Checkpoint("native", path, spec, explicit, config, tensors, origin.hf_config, origin.hf_layout,
+                                notes, origin.carried, origin, origin.carried_tensors)
+        else:
+            opened = Checkpoint("native", path, spec, explicit, config, tensors, extras.get("hf_config"),
+                                extras.get("hf_layout", spec.hf_layout), notes, carried_files(path / CARRIED_FOLDER),
+                                carried_tensors=native_carried_tensors(path, extras))
+        if text_only:
+            text_spec, text = text_model(spec, opened.hf_config, format if format != spec.name else None)
+            if text_spec.native_model != spec.native_model:
+                raise ConfigError(f"--format {text_spec.name} cannot hold the text model of {spec.name}")
+            opened = replace(opened, spec=text_spec, hf_config=text, carried_tensors=None)
+        return opened
     if path.is_dir() and any(path.glob("*.bin")):
         raise FormatError(f"{path}: no config.json or {native_ckpt.METADATA}, only .bin weights. "
                           f"{safetensors.PICKLE_REFUSED}")
@@ -364,19 +433,25 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
                       "point to a checkpoint folder")
 
 
-def _open(source: str | Path | Checkpoint, format: str | None, origin: str | Path | Origin | None) -> Checkpoint:
+def _open(source: str | Path | Checkpoint, format: str | None, origin: str | Path | Origin | None,
+          text_only: bool = False) -> Checkpoint:
     if isinstance(source, Checkpoint):
-        if origin is not None:
-            raise ConfigError("pass origin= to open_checkpoint, not with an opened checkpoint")
+        if origin is not None or text_only:
+            raise ConfigError("pass origin= and text_only= to open_checkpoint, not with an opened checkpoint")
         return source
-    return open_checkpoint(source, format, origin=origin)
+    return open_checkpoint(source, format, origin=origin, text_only=text_only)
 
 
 def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str | None = None,
          dtype: str = "auto", hf_layout: str | None = None, origin: str | Path | Origin | None = None,
-         modeling_code: str | Path | None = None) -> Plan:
+         modeling_code: str | Path | None = None, text_only: bool = False) -> Plan:
     """Plan converting `source` to the other side (or `to`), reading only configs and file headers. `origin` names
-    the HF model a native source was trained from (see `open_checkpoint`).
+    the HF model a native source was trained from; `text_only` exports a wrapper's text model alone (see
+    `open_checkpoint`).
+
+    A wrapper format (`weightport formats` lists what each carries) carries the HF tensors of the parts the native
+    model lacks unchanged (`carry` steps): on import they are kept in the native folder under `hf_files/`, on export
+    they come from there or from `origin`.
 
     `modeling_code`, for an export to HF of a format whose classes are remote code (config.json's `auto_map`),
     names the folder that holds its modeling files, such as a Fast-LLM checkout's `fast_llm_external_models/apriel2`:
@@ -390,13 +465,14 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     Raises ConfigError for a bad option (`modeling_code` on an import, or for a format without remote code) or a
     config the target cannot hold, FormatError if `modeling_code` lacks a module file, CoverageError if tensors do
     not match the rules."""
-    return _plan(source, to, format, dtype, hf_layout, origin, modeling_code)[0]
+    return _plan(source, to, format, dtype, hf_layout, origin, modeling_code, text_only)[0]
 
 
 def _plan(source: str | Path | Checkpoint, to: str | None, format: str | None, dtype: str, hf_layout: str | None,
-          origin: str | Path | Origin | None, modeling_code: str | Path | None) -> tuple[Plan, list[Path]]:
+          origin: str | Path | Origin | None, modeling_code: str | Path | None, text_only: bool = False
+          ) -> tuple[Plan, list[Path]]:
     """The plan, and the files the conversion carries."""
-    src = _open(source, format, origin)
+    src = _open(source, format, origin, text_only)
     to = to or ("native" if src.side == "hf" else "hf")
     if to not in SIDES or to == src.side:
         raise ConfigError(f"--to {to!r}: the source is {src.side}, so the target must be "
@@ -429,8 +505,21 @@ def _plan(source: str | Path | Checkpoint, to: str | None, format: str | None, d
     if to == "native":
         extras = {"format": src.spec.name, "hf_layout": src.hf_layout, "hf_config": src.hf_config}
         config = {"base_model": src.explicit, "model": src.spec.native_model, "weightport": extras}
-        return build(src.spec.name, "from_hf", bindings, inventory, sources, code, config, notes), carried
-    out = build(src.spec.name, "to_hf", bindings, inventory, sources, code, {}, notes)
+        out = build(src.spec.name, "from_hf", bindings, inventory, sources, code, config, notes)
+        return replace(out, notes=out.notes + _carry_notes(out, src.spec, to)), carried
+    parts = sorted({b.hf[0] for b in bindings if b.carried})
+    if parts and src.carried_tensors is None:
+        text = families.load(src.spec.text[1]).name if src.spec.text else None
+        raise ConfigError(
+            f"{src.path}: {src.spec.name} exports the parts of the HF model that the native model lacks "
+            f"({', '.join(parts)}), and this native checkpoint keeps none (Fast-LLM keeps no carried parts when it "
+            "saves): pass --origin PATH, the HF model training started from (or the native folder weightport wrote "
+            "when it imported it), to take them from there"
+            + (f", or --text-only to export the text model alone (as {text} or the format its config names)"
+               if text else ""))
+    carried_refs = {name: Ref(name, info.shape, info.dtype) for name, info in (src.carried_tensors or {}).items()}
+    out = build(src.spec.name, "to_hf", bindings, inventory, sources, code, {}, notes, carried_refs)
+    out = replace(out, notes=out.notes + _carry_notes(out, src.spec, to))
     dtypes = {ref.dtype for step in out.steps for ref in step.dst}
     keys = [k for k in ("dtype", "torch_dtype") if k in (src.hf_config or {"dtype": None})]
     if len(dtypes) == 1 and dtypes <= set(DTYPE_NAMES):  # else (mixed dtypes) the recorded value stays
@@ -450,6 +539,23 @@ def _plan(source: str | Path | Checkpoint, to: str | None, format: str | None, d
         extra += ("no tokenizer or other files of the HF model to carry: the native checkpoint keeps none; name the "
                   "HF model with --origin to carry its files",)
     return Plan(out.family, out.direction, out.steps, config, out.notes + extra), carried
+
+
+def _carry_notes(plan: Plan, spec: ModelSpec, to: str) -> tuple[str, ...]:
+    """A note on the tensors a plan carries unchanged (count and bytes, by part), if any."""
+    parts: dict[str, list[Step]] = {}
+    for step in plan.steps:
+        if step.binding.carried:
+            parts.setdefault(step.binding.hf[0], []).append(step)
+    if not parts:
+        return ()
+    where = "kept under hf_files/, which Fast-LLM does not read" if to == "native" else "put back in place"
+    total = sum(nbytes(s.src[0]) for steps in parts.values() for s in steps)
+    each = ", ".join(f"{part} ({len(steps)} tensors, {sum(nbytes(s.src[0]) for s in steps):,} bytes)"
+                     for part, steps in parts.items())
+    count = sum(map(len, parts.values()))
+    return (f"carries {count} HF tensors ({total:,} bytes) of the parts the native model lacks "
+            f"unchanged, {where}: {each}",)
 
 
 def _hf_files(src: Checkpoint, config: dict, modeling_code: str | Path | None) -> tuple[list[Path], tuple[str, ...]]:
@@ -514,61 +620,93 @@ class _Inputs:
 
 
 class _Outputs:
-    """The runtime's sink: the shard writer (native names get the `/weights` suffix)."""
+    """The runtime's sink: the shard writer (native names get the `/weights` suffix), and on import the writer of the
+    carried HF tensors (`kept`, by name)."""
 
-    def __init__(self, writer: safetensors.ShardedWriter, inputs: _Inputs, suffix: str):
-        self.writer, self.inputs, self.suffix = writer, inputs, suffix
+    def __init__(self, writer: safetensors.ShardedWriter, inputs: _Inputs, suffix: str,
+                 keeper: safetensors.ShardedWriter | None = None, kept: set[str] = frozenset()):
+        self.writer, self.inputs, self.suffix, self.keeper, self.kept = writer, inputs, suffix, keeper, kept
+
+    def _to(self, ref: Ref) -> tuple[safetensors.ShardedWriter, str]:
+        return (self.keeper, ref.name) if ref.name in self.kept else (self.writer, ref.name + self.suffix)
 
     def write(self, ref: Ref, array: np.ndarray, offset: int = 0) -> None:
-        self.writer.write(ref.name + self.suffix, array, offset)
+        writer, name = self._to(ref)
+        writer.write(name, array, offset)
 
     def write_block(self, ref: Ref, array: np.ndarray, at: tuple[int, int]) -> None:
-        self.writer.write_block(ref.name + self.suffix, array, at)
+        writer, name = self._to(ref)
+        writer.write_block(name, array, at)
 
     def move(self, src: Ref, src_offset: int, dst: Ref, dst_offset: int, size: int) -> None:
-        self.writer.copy(dst.name + self.suffix, self.inputs.tensors[src.name], src_offset, dst_offset, size)
+        writer, name = self._to(dst)
+        writer.copy(name, self.inputs.tensors[src.name], src_offset, dst_offset, size)
+
+
+def _carried_names(count: int) -> list[str]:
+    if count == 1:
+        return [f"{CARRIED_TENSORS}.safetensors"]
+    return [f"{CARRIED_TENSORS}-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+
+
+def _disjoint(native: dict, carried: dict) -> dict:
+    """`carried`, checked to share no name with the native tensors (both are read through one source)."""
+    both = sorted(set(native) & set(carried))
+    if both:
+        raise FormatError(f"carried HF tensors have the names of native tensors: {', '.join(both[:5])}")
+    return carried
 
 
 def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str | None = None,
             format: str | None = None, dtype: str = "auto", hf_layout: str | None = None,
             max_shard_size: int | str | None = None, overwrite: bool = False, workers: int = 2,
             progress: Callable[[Step], None] | None = None, origin: str | Path | Origin | None = None,
-            modeling_code: str | Path | None = None) -> Plan:
+            modeling_code: str | Path | None = None, text_only: bool = False) -> Plan:
     """Convert a checkpoint folder; the destination appears only when complete. Returns the plan it ran (its notes
     say what was carried, which HF keys were not restored and which modeling files are missing). `origin`: see
-    `open_checkpoint`; `modeling_code`: see `plan`. `max_shard_size`: the largest output file, in bytes or as text
-    ("5GB", "500MB"); None: one file. Raises what `plan` raises, ConfigError for a shard size that cannot be read,
-    and OutputError if the destination exists (without `overwrite`) or is, holds or lies inside an input (the
-    source, the origin or the modeling code folder)."""
+    `open_checkpoint`; `modeling_code`, `text_only`: see `plan`. `max_shard_size`: the largest output file, in bytes
+    or as text ("5GB", "500MB"); None: one file. Raises what `plan` raises, ConfigError for a shard size that cannot
+    be read, and OutputError if the destination exists (without `overwrite`) or is, holds or lies inside an input
+    (the source, the origin or the modeling code folder)."""
     if isinstance(max_shard_size, str):
         try:
             max_shard_size = safetensors.parse_size(max_shard_size)
         except ValueError as err:
             raise ConfigError(f"max_shard_size={max_shard_size!r}: {err}") from None
-    src = _open(source, format, origin)
+    src = _open(source, format, origin, text_only)
     the_plan, carried = _plan(src, to, None, dtype, hf_layout, None, modeling_code)
     to_native = the_plan.direction == "from_hf"
     suffix = f"/{native_ckpt.SHARD}" if to_native else ""
+    kept = [ref for step in the_plan.steps if step.binding.carried and to_native for ref in step.dst]
     outputs = [safetensors.OutputTensor(ref.name + suffix, ref.dtype, ref.shape)
-               for step in the_plan.steps for ref in step.dst]
+               for step in the_plan.steps if not (step.binding.carried and to_native) for ref in step.dst]
     names = native_ckpt.shard_names if to_native else safetensors.hf_shard_names
     inputs = {src.path, *([src.origin.path] if src.origin else []), *([Path(modeling_code)] if modeling_code else [])}
     with atomic_output(Path(destination), overwrite=overwrite, inputs=inputs) as tmp:
-        with safetensors.ShardedWriter(tmp, outputs, max_shard_bytes=max_shard_size, shard_names=names,
-                                       metadata={"format": "pt"}) as writer:
-            inputs = _Inputs(src.tensors)
+        carried_to = tmp / CARRIED_FOLDER if to_native and (carried or kept) else tmp
+        carried_to.mkdir(exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            writer = stack.enter_context(safetensors.ShardedWriter(
+                tmp, outputs, max_shard_bytes=max_shard_size, shard_names=names, metadata={"format": "pt"}))
+            keeper = None if not kept else stack.enter_context(safetensors.ShardedWriter(
+                carried_to, [safetensors.OutputTensor(r.name, r.dtype, r.shape) for r in kept],
+                max_shard_bytes=max_shard_size, shard_names=_carried_names, metadata={"format": "pt"}))
+            inputs = _Inputs({**src.tensors, **_disjoint(src.tensors, src.carried_tensors or {})})
             try:
-                run(the_plan, inputs, _Outputs(writer, inputs, suffix), workers=workers, progress=progress)
+                run(the_plan, inputs, _Outputs(writer, inputs, suffix, keeper, {r.name for r in kept}),
+                    workers=workers, progress=progress)
             finally:
                 inputs.maps.close()
             writer.close()
-        carried_to = tmp / CARRIED_FOLDER if to_native and carried else tmp
-        carried_to.mkdir(exist_ok=True)
+            if keeper is not None:
+                keeper.close()
         for file in carried:
             shutil.copyfile(file, carried_to / file.name)
         if to_native:
-            meta = native_ckpt.metadata(src.explicit, src.spec.native_model, writer.weight_map,
-                                        the_plan.config["weightport"])
+            extras = dict(the_plan.config["weightport"])
+            if any(b.carried for b in walk(src.spec.weights, src.config)):
+                extras["carried_tensors"] = sorted(set(keeper.weight_map.values())) if keeper is not None else []
+            meta = native_ckpt.metadata(src.explicit, src.spec.native_model, writer.weight_map, extras)
             native_ckpt.write_metadata(tmp, meta)
             (tmp / "ok").touch()
         else:
@@ -578,5 +716,5 @@ def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str
 
 
 __all__ = ["Checkpoint", "Origin", "convert", "describing_formats", "export_config", "import_config", "not_restored",
-           "open_checkpoint", "open_origin", "plan"]
+           "open_checkpoint", "open_origin", "plan", "text_model"]
 

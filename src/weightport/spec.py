@@ -1,11 +1,12 @@
 """What a family file imports: the config and weight primitives, and `ModelSpec`.
 
 Config rules: `Rename`, `AnyOf`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`, `Entries`, `Layout`,
-and `NoBiases` (per-layer bias switches left to the block's).
+`NoBiases` (per-layer bias switches left to the block's) and `TextModel` (a wrapper's text model).
 HF config classes as data: `HFClass` (keys and defaults), with `From`, `Merged` and `Sub` defaults.
 Weight rules: `Tensor` (with `tied=` for a tied copy), `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Items`,
 `Each`, `Repeat`, `Switch`, `Alternatives` (HF layouts of the same tensors), `Renamed` (other HF name prefixes)
-(structure); `override` replaces rules of a table by key, with the layout ops `T` (transpose) and `Flatten`.
+(structure), `Carry` (an HF part the native model lacks, carried unchanged); `override` replaces rules of a table by
+key, with the layout ops `T` (transpose) and `Flatten`; `within` applies a config.json layout to a sub-config.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from weightport.core import config_rules
 from weightport.core.config_rules import AnyOf, Choice, Computed, Constant, Derived, Entries, Ignore, Nested, Rename
 from weightport.core.hf_classes import From, HFClass, Merged, Sub
 from weightport.core.ops import Flatten, T
-from weightport.core.layouts import PER_LAYER
+from weightport.core.layouts import PER_LAYER, within
 from weightport.core.spec import ModelSpec, override, section
-from weightport.core.weights import Alternatives, Each, Fuse, Linear, Renamed, Repeat, Section, Switch, Tensor
+from weightport.core.weights import Alternatives, Carry, Each, Fuse, Linear, Renamed, Repeat, Section, Switch, Tensor
 from weightport.native.schema import block_names as _block_names, blocks as _blocks
 
 
@@ -38,6 +39,18 @@ def NoBiases(*layers: str, reason: str = "") -> tuple[Constant, ...]:
     return tuple(Constant(None, native=f"{layer}.bias.enabled", reason=reason, write=False) for layer in layers)
 
 
+def TextModel(hf: str, rules: tuple, model_type: str) -> tuple:
+    """The config rules of a wrapper's text model (`Gemma4ForConditionalGeneration`'s `text_config`): the text family's
+    `rules` under `hf`, its `model_type` checked, and the embeddings tied by the wrapper's own `tie_word_embeddings`,
+    the key transformers reads for a wrapper (the text config's is kept as it is)."""
+    return (
+        Nested("", hf, override(rules, drop=("tied_embedding_weight",))),
+        Constant(model_type, hf=f"{hf}.model_type", reason="the format of the text model"),
+        Ignore(hf=f"{hf}.tie_word_embeddings", reason="a wrapper ties its embeddings by its own tie_word_embeddings"),
+        Rename("tied_embedding_weight", "tie_word_embeddings"),
+    )
+
+
 def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each:
     """The rules once per entry of a dict of sub-configs: `mixers.{name}` <-> `mixers.{name}` (stochastic mixers)."""
     return Each(f"{native}.{{name}}", f"{hf}.{{name}}", rules, config or native,
@@ -45,7 +58,8 @@ def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each
 
 
 __all__ = [
-    "PER_LAYER", "Alternatives", "AnyOf", "Blocks", "Choice", "Computed", "Constant", "Derived", "Each", "Entries",
-    "Flatten", "From", "Fuse", "HFClass", "Ignore", "Items", "Layout", "Linear", "Merged", "ModelSpec", "Nested",
-    "NoBiases", "Rename", "Renamed", "Repeat", "Section", "Sub", "Switch", "T", "Tensor", "override", "section",
+    "PER_LAYER", "Alternatives", "AnyOf", "Blocks", "Carry", "Choice", "Computed", "Constant", "Derived", "Each",
+    "Entries", "Flatten", "From", "Fuse", "HFClass", "Ignore", "Items", "Layout", "Linear", "Merged", "ModelSpec",
+    "Nested", "NoBiases", "Rename", "Renamed", "Repeat", "Section", "Sub", "Switch", "T", "Tensor", "TextModel",
+    "override", "section", "within",
 ]

@@ -18,7 +18,7 @@ from weightport import api, families
 from weightport.core import dtypes, ops
 from weightport.core.plan import _hf_shapes, _part_sizes, choose, not_a_copy, tied_copies
 from weightport.core.weights import Binding, walk
-from weightport.errors import CoverageError, report
+from weightport.errors import ConfigError, CoverageError, report
 from weightport.native.model import parameters
 
 
@@ -30,6 +30,11 @@ def _bindings(native: dict, spec) -> tuple[list[Binding], list[Binding], dict[st
     """The bindings of the native model's tensors (every HF layout), those of tensors it lacks, and its inventory."""
     inventory = parameters(native)
     walked = walk(spec.weights, native)
+    if any(b.carried for b in walked):
+        parts = ", ".join(sorted({b.hf[0] for b in walked if b.carried}))
+        raise ConfigError(f"{spec.name} carries parts the native model lacks ({parts}), which "
+                          "the in-memory conversion does not hold: convert the folders, or pass the text model's "
+                          f"format (format={spec.text[1]!r}) to convert the text model alone")
     return ([b for b in walked if b.native in inventory], [b for b in walked if b.native not in inventory],
             inventory)
 

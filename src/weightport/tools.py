@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from weightport import api, families
-from weightport.core import dtypes, ops, runtime
+from weightport.core import dtypes, ops, runtime, weights
 from weightport.core.paths import dotted, leaves
 from weightport.core.plan import Ref
 from weightport.errors import FormatError, WeightportError
@@ -51,6 +51,19 @@ def inspect(path: str | Path) -> dict:
                  "carried": [p.name for p in api.carried_files(path / api.CARRIED_FOLDER)]}
     else:
         raise FormatError(f"{path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found")
+    parts = carried_parts(families.load(info["format"])) if info.get("format") in families.names() else []
+    if parts:
+        if info["side"] == "native":
+            kept = api.native_carried_tensors(path, extras) or {}
+        else:
+            try:
+                spec = families.load(info["format"])
+                kept = api.hf_carried_tensors(spec, api.import_config(spec, config)[1], path) or {}
+            except WeightportError:
+                kept = {}
+        info["carried_tensors"] = {part: [sum(1 for n in kept if n.startswith(part + ".")),
+                                          sum(t.nbytes for n, t in kept.items() if n.startswith(part + "."))]
+                                   for part in parts}
     files = sorted({t.file for t in tensors.values()})
     info |= {
         "tensors": len(tensors),
@@ -60,6 +73,11 @@ def inspect(path: str | Path) -> dict:
         "shards": [f.name for f in files],
     }
     return info
+
+
+def carried_parts(spec: object) -> list[str]:
+    """The HF parts a format carries unchanged (`Carry`), as an export names them."""
+    return weights.carried_parts(spec.weights)
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,8 @@ def native_tensors(checkpoint: api.Checkpoint) -> Iterator[tuple[str, str, np.nd
     try:
         if checkpoint.side == "native":
             for name, info in checkpoint.tensors.items():
+                yield name, info.dtype, maps.view(info)
+            for name, info in (checkpoint.carried_tensors or {}).items():  # the HF parts it carries, as HF has them
                 yield name, info.dtype, maps.view(info)
             return
         for step in api.plan(checkpoint, to="native").steps:

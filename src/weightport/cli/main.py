@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
                               "folder holding its modeling files, e.g. a Fast-LLM checkout's "
                               "fast_llm_external_models/apriel2; the files auto_map names and those they import "
                               "are copied into the output, in place of carried files of the same name")
+        cmd.add_argument("--text-only", action="store_true",
+                         help="export of a wrapper format (gemma4_vlm, mistral3, ...): the text model alone, as its "
+                              "causal LM (gemma4_text, mistral, llama), without the carried vision and audio parts")
         cmd.add_argument("--dtype", default="auto", choices=["auto", *api.DTYPES],
                          help="output dtype (default auto: keep the source dtype)")
         cmd.add_argument("--hf-layout", choices=LAYOUTS,
@@ -108,7 +111,7 @@ def _size(text: str) -> int:
 def _convert(args: argparse.Namespace) -> None:
     shard = args.max_shard_size
     start = time.perf_counter()
-    source = api.open_checkpoint(args.src, args.format, origin=args.origin)
+    source = api.open_checkpoint(args.src, args.format, origin=args.origin, text_only=args.text_only)
     plan = api.plan(source, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout, modeling_code=args.modeling_code)
     total = sum(nbytes(r) for step in plan.steps for r in step.dst)
     bar = _progress(total, args.quiet)
@@ -143,6 +146,8 @@ def _inspect(args: argparse.Namespace) -> None:
           f"{' ...' if len(info['shards']) > 4 else ''}")
     if info["carried"]:
         print(f"  carries     {', '.join(info['carried'])}")
+    for part, (count, size) in info.get("carried_tensors", {}).items():
+        print(f"  carried     {part}: {count:,} HF tensors, {size:,} bytes")
     if info.get("other_shards"):
         print(f"  also        optimizer shards {', '.join(info['other_shards'])} (not converted)")
 
@@ -187,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             _convert(args)
         elif args.command == "plan":
             plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout,
-                            origin=args.origin, modeling_code=args.modeling_code)
+                            origin=args.origin, modeling_code=args.modeling_code, text_only=args.text_only)
             print(json.dumps(plan.as_dict(), indent=2)) if args.json else _print_plan(plan)
         elif args.command == "check":
             plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout,
-                            origin=args.origin, modeling_code=args.modeling_code)
+                            origin=args.origin, modeling_code=args.modeling_code, text_only=args.text_only)
             produced = sum(len(s.dst) for s in plan.steps)
             for note in plan.notes:
                 print(f"note: {note}")
@@ -209,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             for spec in specs:
                 print(f"{spec.name:<18} model_type {spec.model_type:<{width}}  {spec.architecture} "
                       f"({spec.native_model})")
+                if spec.text is not None:
+                    parts = ", ".join(tools.carried_parts(spec)) or "nothing"
+                    print(f"{'':<18} converts its {spec.text[0]} (default format {spec.text[1]}), carries {parts}")
     except WeightportError as err:
         if args.debug:
             raise

@@ -119,6 +119,15 @@ PER_LAYER = Relayout("transformers5.15", detect=lambda c: "per_layer_config" in 
                      to_canonical=_per_layer_to_flat, from_canonical=_flat_to_per_layer)
 
 
+def within(key: str, relayout: Relayout) -> Relayout:
+    """`relayout` applied to the sub-config at `key` (a wrapper's `text_config`) instead of the whole config."""
+    def on_sub(convert: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        return lambda c: {**c, key: convert(c[key])} if isinstance(c.get(key), dict) else c
+
+    return Relayout(relayout.name, lambda c: isinstance(c.get(key), dict) and relayout.detect(c[key]),
+                    on_sub(relayout.to_canonical), on_sub(relayout.from_canonical))
+
+
 def normalize(config: dict, relayouts: tuple[Relayout, ...]) -> tuple[dict, str]:
     """The config in the canonical layout, and the layout it was found in."""
     for relayout in relayouts:
@@ -143,4 +152,4 @@ def equivalent(layout: str, other: str, canonical: tuple[str, ...]) -> bool:
 
 
 __all__ = ["CANONICAL", "NAMES", "PER_LAYER", "ROTARY_V4", "VERSIONS", "Relayout", "equivalent", "normalize",
-           "write_layout"]
+           "within", "write_layout"]

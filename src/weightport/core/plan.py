@@ -4,7 +4,9 @@
 consumed exactly once, each destination tensor produced exactly once, every native parameter of the config
 exists with the shape the config implies, and every HF tensor has the shape the rules derive from it. Where the
 rules offer alternative HF layouts, `choose` picks the one the source holds; an HF tensor that is a tied copy of
-another becomes a step that checks the two equal (at run time) and writes nothing.
+another becomes a step that checks the two equal (at run time) and writes nothing. The HF tensors under a `Carry`
+prefix that no other rule reads become `carry` steps: copied unchanged, to the names they are kept under natively
+on import, and back to their HF names on export.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Step:
     def op(self) -> str:
         if not self.dst:
             return "check equal + drop"
+        if self.binding.carried:
+            return "carry"
         ops = [str(op) for op in self.binding.ops]
         many = len(self.binding.hf) > 1
         if many:
@@ -122,7 +126,7 @@ def choose(bindings: list[Binding], holds: Callable[[str], bool] | None = None
     unfit: list[str] = []
     lacking: dict[str, list[str]] = defaultdict(list)
     for site, options in sites.items():
-        names = {option: [h for b in bs for h in b.hf] for option, bs in options.items()}
+        names = {option: [h for b in bs if not b.carried for h in b.hf] for option, bs in options.items()}
         if holds is None:
             chosen[site] = next(iter(options))
             continue
@@ -188,13 +192,24 @@ def _hf_shapes(binding: Binding, shape: Shape, sizes: list[int]) -> list[Shape]:
     return [hf_shape(binding.ops, shape[:dim] + (size,) + shape[dim + 1 :]) for size in sizes]
 
 
+def _carrier(carries: list[Binding], name: str, side: int) -> Binding | None:
+    """The carried binding whose prefix (side 0: native, 1: HF) `name` lies under, the longest first."""
+    under = [b for b in carries if name.startswith((b.native, b.hf[0])[side] + ".")]
+    return max(under, key=lambda b: len((b.native, b.hf[0])[side]), default=None)
+
+
 def build(family: str, direction: str, bindings: list[Binding], inventory: dict[str, Shape],
-          sources: dict[str, Ref], dtype: str | None, config: dict, notes: tuple[str, ...] = ()) -> Plan:
+          sources: dict[str, Ref], dtype: str | None, config: dict, notes: tuple[str, ...] = (),
+          carried: dict[str, Ref] | None = None) -> Plan:
     """Plan a conversion: `inventory` is the native model's parameters for the config, `sources` the tensors found
-    in the source files (native names without the `/weights` suffix), `dtype` an optional output dtype code."""
+    in the source files (native names without the `/weights` suffix), `dtype` an optional output dtype code (carried
+    tensors keep theirs). On export, `carried` holds the HF tensors kept beside the native model (`Carry`), by the
+    names they are kept under."""
     missing, extra, shapes, twice, other = [], [], [], [], []
     holds = (lambda name: name in sources) if direction == "from_hf" else None
-    active, layout_notes, unfit = choose([b for b in bindings if b.native in inventory], holds)
+    active, layout_notes, unfit = choose([b for b in bindings if b.native in inventory or b.carried], holds)
+    carries = [b for b in active if b.carried]
+    active = [b for b in active if not b.carried]
     notes += tuple(layout_notes)
     bound = defaultdict(list)
     for b in active:
@@ -255,7 +270,25 @@ def build(family: str, direction: str, bindings: list[Binding], inventory: dict[
             checks.append(Step((a, b), (), tied))
             notes += (f"{copy} is a tied copy of {original} (as config.json says): the conversion checks that it is "
                       "bit-equal before anything is written, then drops it",)
-        extra += [n for n in sources if n not in seen_hf]
+        for name in [n for n in sources if n not in seen_hf]:
+            b = _carrier(carries, name, 1)
+            if b is None:
+                extra.append(name)
+                continue
+            src = sources[name]
+            steps.append(Step((src,), (Ref(b.native + name[len(b.hf[0]):], src.shape, src.dtype),), b))
+    else:
+        for name, src in (carried or {}).items():
+            b = _carrier(carries, name, 0)
+            if b is None:
+                other.append(f"carried tensor {name} lies in no part that {family} carries "
+                             f"({', '.join(b.native for b in carries) or 'none'})")
+                continue
+            hf_name = b.hf[0] + name[len(b.native):]
+            if hf_name in seen_hf:
+                twice.append(f"{hf_name} (by {seen_hf[hf_name]} and the carried {name})")
+            seen_hf[hf_name] = name
+            steps.append(Step((src,), (Ref(hf_name, src.shape, src.dtype),), b))
     problems = (
         unfit
         + [f"missing tensor: {n}" for n in group(missing)]

@@ -77,6 +77,9 @@ class ModelSpec:
     canonical: tuple[str, ...] = (CANONICAL, "transformers5.15")  # layout names that mean the rules' own layout
     aliases: tuple[str, ...] = ()  # other HF model types read as this format
     hf_class: HFClass | None = None  # the HF config class: its keys and defaults (None: only the rules' keys)
+    # A wrapper around a text model (`Gemma4ForConditionalGeneration`): the HF key of the text model's config and the
+    # format of the text model where that config names none; the text model exports alone in that format.
+    text: tuple[str, str] | None = None
     hf_rules: tuple = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -105,4 +108,5 @@ class ModelSpec:
             layouts=self.layouts,
             canonical=self.canonical,
             hf_class=hf_class or self.hf_class,
+            text=self.text,
         )

@@ -3,7 +3,8 @@
 A binding ties one native tensor to one or more HF tensors through ops with inverses (`weightport.core.ops`).
 Leaf rules name tensors relative to their section; structural rules (`Section`, `Each`, `Switch`) nest
 sections, repeat them over blocks or named entries, and dispatch on a sub-config's `type`; `Alternatives` names the
-same native tensors in several HF layouts, and `Renamed` gives rules other HF name prefixes. A leaf takes part in a
+same native tensors in several HF layouts, and `Renamed` gives rules other HF name prefixes; `Carry` names a part of
+the HF model that the native model lacks, whose tensors go along unchanged. A leaf takes part in a
 plan only if its native tensor exists in the native model (biases, tied output weights, optional norms), so family
 tables need no conditions.
 """
@@ -65,6 +66,20 @@ def Fuse(native: str, *hf: str, dim: int = 0, sizes: tuple | None = None, ops: t
     """Concatenate several HF tensors into one native tensor:
     `Fuse("key_value.weight", "k_proj.weight", "v_proj.weight")`."""
     return Tensor(native, hf, ops, dim, sizes)
+
+
+@dataclass(frozen=True, slots=True)
+class Carry(Rule):
+    """Every HF tensor under the prefix `hf` that no other rule reads goes along unchanged, bit for bit: a part of the
+    HF model the native model lacks (a vision tower, a projector: `Carry("model.vision_tower")`). Natively the tensors
+    are kept beside the native model, under the names an export writes (this rule's HF names in the first option of
+    an `Alternatives`), where Fast-LLM does not read them; an export puts them back. The prefix may hold no tensor."""
+
+    hf: str
+
+    def bindings(self, config: Any, native: str, hf: str) -> list[Binding]:
+        name = _join(hf, self.hf)
+        return [Binding(name, (name,), (), 0, None, carried=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +231,8 @@ class Renamed(Rule):
     prefixes: Mapping[str, str]
 
     def bindings(self, config: Any, native: str, hf: str) -> list[Binding]:
-        return [replace(b, hf=tuple(_join(hf, _rename(h, self.prefixes)) for h in b.hf))
+        return [replace(b, hf=tuple(_join(hf, _rename(h, self.prefixes)) for h in b.hf),
+                        native=_join(hf, b.native) if b.carried else b.native)
                 for b in walk(self.rules, config, native, "")]
 
 
@@ -224,7 +240,9 @@ class Renamed(Rule):
 class Binding:
     """A resolved leaf: native name, HF names, ops and the native part sizes along `dim`; `tied` is the full native
     name of the tensor this one is when the native model has none of its own, `alternative` the `(native path,
-    option name)` of the `Alternatives` option it belongs to (None where every option binds the tensor alike)."""
+    option name)` of the `Alternatives` option it belongs to (None where every option binds the tensor alike). A
+    `carried` binding (`Carry`) names an HF prefix in `hf` and, in `native`, the prefix its tensors are kept under
+    natively (the one an export writes)."""
 
     native: str
     hf: tuple[str, ...]
@@ -233,6 +251,7 @@ class Binding:
     sizes: tuple[int, ...] | None
     tied: str | None = None
     alternative: tuple[str, str] | None = None
+    carried: bool = False
 
 
 def _join(prefix: str, name: str) -> str:
@@ -262,6 +281,26 @@ def _resolve(config: Any, value: Any, where: str) -> Any:
     if found is MISSING:
         raise SpecError(f"weight rule {where}: config path {value!r} does not exist in {list(config)}")
     return found
+
+
+def carried_parts(rules: tuple, hf: str = "") -> list[str]:
+    """The HF prefixes of the `Carry` rules of a table, as an export writes them (first option of an `Alternatives`),
+    without a config: for listing what a format carries."""
+    out: list[str] = []
+    for rule in rules:
+        if isinstance(rule, tuple):
+            out += carried_parts(rule, hf)
+        elif isinstance(rule, Carry):
+            out.append(_join(hf, rule.hf))
+        elif isinstance(rule, Alternatives):
+            prefix, inner = next(iter(rule.options.values()))
+            out += carried_parts(inner, _join(hf, prefix))
+        elif isinstance(rule, Switch):
+            for prefix, inner in rule.options.values():
+                out += carried_parts(inner, _join(hf, prefix))
+        elif isinstance(getattr(rule, "rules", None), tuple):
+            out += carried_parts(rule.rules, _join(hf, getattr(rule, "hf", "") or ""))
+    return list(dict.fromkeys(out))
 
 
 def walk(rules: tuple, config: Any, native: str = "", hf: str = "") -> list[Binding]:
