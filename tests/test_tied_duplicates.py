@@ -23,7 +23,9 @@ from test_transformers_models import BASE, build, build_llava, logits  # noqa: E
 FIXTURES = Path(__file__).parent / "fixtures" / "hf_configs"
 # (copy, original) per family where it is not (lm_head.weight, model.embed_tokens.weight)
 NAMES = {"llava": ("language_model.lm_head.weight", "language_model.model.embed_tokens.weight"),
-         "llava_hybrid_ssm": ("lm_head.weight", "language_model.model.embed_tokens.weight")}
+         "llava_hybrid_ssm": ("lm_head.weight", "language_model.model.embed_tokens.weight"),
+         "gemma4_vlm": ("lm_head.weight", "model.language_model.embed_tokens.weight"),
+         "mistral3": ("language_model.lm_head.weight", "language_model.model.embed_tokens.weight")}
 
 
 def names(family: str) -> tuple[str, str]:

@@ -1,0 +1,200 @@
+"""Wrapper formats: published vision-language checkpoints whose text model Fast-LLM trains (`gemma4_vlm`, `mistral3`).
+Tiny real transformers models (fixed seed): the text model converts, the towers and projectors are carried bit for
+bit; the export is the same wrapper (same tensors, same config.json, same logits with an image and audio), or the
+text model alone as its causal LM; a checkpoint Fast-LLM saved (no carried parts) takes them from `--origin`."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+import weightport
+from helpers import assert_same_tensors, cli, hf_config, tensors
+from weightport.errors import ConfigError
+
+transformers = pytest.importorskip("transformers")
+
+BASE = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=128)
+GEMMA4_TEXT = dict(head_dim=8, global_head_dim=16, hidden_size_per_layer_input=0, sliding_window=8,
+                   layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+MOE = dict(enable_moe_block=True, num_experts=3, top_k_experts=2, moe_intermediate_size=16,
+           attention_k_eq_v=True, num_global_key_value_heads=1)
+TOKENS = dict(image_token_id=90, audio_token_id=91, video_token_id=92, boi_token_id=93, eoi_token_id=94,
+              boa_token_id=89, eoa_token_index=88)
+
+
+def gemma4(**text: object) -> transformers.PreTrainedConfig:
+    vision = transformers.Gemma4VisionConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                                             num_attention_heads=2, num_key_value_heads=2, head_dim=8, patch_size=4,
+                                             position_embedding_size=64)
+    audio = transformers.Gemma4AudioConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    return transformers.Gemma4Config(text_config=transformers.Gemma4TextConfig(**BASE, **GEMMA4_TEXT, **text),
+                                     vision_config=vision, audio_config=audio, **TOKENS)
+
+
+def mistral3(tied: bool) -> transformers.PreTrainedConfig:
+    vision = transformers.PixtralVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                              num_attention_heads=4, patch_size=4, image_size=16, head_dim=8)
+    return transformers.Mistral3Config(text_config=transformers.MistralConfig(**BASE), vision_config=vision,
+                                       image_token_index=95, spatial_merge_size=2, tie_word_embeddings=tied)
+
+
+CASES = {
+    "gemma4_dense": (lambda: gemma4(), "Gemma4ForConditionalGeneration", "Gemma4ForCausalLM"),
+    "gemma4_moe_untied": (lambda: gemma4(**MOE, tie_word_embeddings=False), "Gemma4ForConditionalGeneration",
+                          "Gemma4ForCausalLM"),
+    "mistral3": (lambda: mistral3(False), "Mistral3ForConditionalGeneration", "MistralForCausalLM"),
+    "mistral3_tied": (lambda: mistral3(True), "Mistral3ForConditionalGeneration", "MistralForCausalLM"),
+}
+
+
+def build(name: str, folder) -> torch.nn.Module:
+    make, cls, _ = CASES[name]
+    config = make()
+    if name == "gemma4_moe_untied":
+        config.tie_word_embeddings = False
+    torch.manual_seed(0)
+    model = getattr(transformers, cls)(config)
+    with torch.no_grad():
+        for param in model.parameters():  # norms too, so a mis-mapped tensor cannot hide behind ones
+            param.normal_(0, 0.05)
+    model.eval().save_pretrained(folder)
+    return model
+
+
+def inputs(config: dict) -> dict:
+    """A prompt with an image (and for Gemma 4 an audio clip) in front of a few text tokens."""
+    generator = torch.Generator().manual_seed(1)
+    text = torch.randint(3, 80, (1, 6), generator=generator)
+    if config["model_type"] == "gemma4":  # 3x3 patches pooled (kernel 3) to one token; 64 audio frames to 16
+        patch = config["vision_config"]["patch_size"]
+        ids = [torch.tensor([[config["image_token_id"]]]), torch.full((1, 16), config["audio_token_id"]), text]
+        return {"input_ids": torch.cat(ids, 1), "pixel_values": torch.rand(1, 9, 3 * patch * patch,
+                                                                         generator=generator),
+                "image_position_ids": torch.tensor([[[x, y] for y in range(3) for x in range(3)]]),
+                "input_features": torch.randn(1, 64, 128, generator=generator),
+                "input_features_mask": torch.ones(1, 64, dtype=torch.bool)}
+    # Pixtral: a 16x16 image of 4x4 patches, merged 2x2 into four tokens
+    return {"input_ids": torch.cat([torch.full((1, 4), config["image_token_index"]), text], 1),
+            "pixel_values": torch.randn(1, 3, 16, 16, generator=generator), "image_sizes": torch.tensor([[16, 16]])}
+
+
+def outputs(model: torch.nn.Module, **kwargs: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**kwargs).logits
+
+
+def load(name: str, folder, text_only: bool = False) -> torch.nn.Module:
+    """The model in `folder`, its tensors copied out of the memory-mapped file: CPU kernels take other paths for
+    tensors at other alignments (a file's tensor order), which changes the last bit of Gemma 4's logits."""
+    model = getattr(transformers, CASES[name][2 if text_only else 1]).from_pretrained(folder).eval()
+    for tensor in [*model.parameters(), *model.buffers()]:
+        tensor.data = tensor.data.clone()
+    return model
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_wrapper_through_native_and_back(name, tmp_path):
+    build(name, tmp_path / "hf")
+    source = load(name, tmp_path / "hf")  # as loaded: buffers the checkpoint does not hold take their load values
+    weightport.convert(tmp_path / "hf", tmp_path / "native")
+    native = tensors(tmp_path / "native")
+    assert not any("vision" in n or "audio" in n or "projector" in n for n in native)  # only the text model
+    weightport.convert(tmp_path / "native", tmp_path / "back")
+    assert_same_tensors(tensors(tmp_path / "back"), tensors(tmp_path / "hf"))
+    assert hf_config(tmp_path / "back") == hf_config(tmp_path / "hf")
+    prompt = inputs(hf_config(tmp_path / "hf"))
+    assert torch.equal(outputs(source, **prompt), outputs(load(name, tmp_path / "back"), **prompt))
+    # the text model alone, as its causal LM: the wrapper's logits on text
+    weightport.convert(tmp_path / "native", tmp_path / "text", text_only=True)
+    text = hf_config(tmp_path / "text")
+    assert text["architectures"] == [CASES[name][2]] and "vision_config" not in text
+    tokens = torch.randint(3, 80, (2, 10), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(outputs(source, input_ids=tokens), outputs(load(name, tmp_path / "text", True),
+                                                                  input_ids=tokens))
+
+
+def fastllm_saved(native, folder) -> None:
+    """`native` as Fast-LLM saves it: no weightport metadata, no hf_files/."""
+    shutil.copytree(native, folder, ignore=shutil.ignore_patterns("hf_files"))
+    meta = yaml.safe_load((folder / "metadata.yaml").read_text())
+    del meta["metadata"]["weightport"]
+    (folder / "metadata.yaml").write_text(yaml.safe_dump(meta))
+
+
+def train_one_weight(folder) -> str:
+    """Change one text weight, as training would; returns its native name."""
+    file = next(folder.glob("model_*.safetensors"))
+    weights = load_file(file)
+    name = next(k for k in sorted(weights) if ".mlp.layer_2." in k)
+    weights[name] = weights[name] + 1.0
+    save_file(weights, file, metadata={"format": "pt"})
+    return name.partition("/")[0]
+
+
+@pytest.mark.parametrize("name", ["gemma4_dense", "mistral3"])
+def test_a_trained_checkpoint_fastllm_saved_exports_with_its_origin(name, tmp_path):
+    build(name, tmp_path / "hf")
+    weightport.convert(tmp_path / "hf", tmp_path / "native")
+    fastllm_saved(tmp_path / "native", tmp_path / "trained")
+    train_one_weight(tmp_path / "trained")
+    wrapper = {"gemma4_dense": "gemma4_vlm", "mistral3": "mistral3"}[name]
+    with pytest.raises(ConfigError, match="--origin.*--text-only"):
+        weightport.convert(tmp_path / "trained", tmp_path / "nowhere", format=wrapper)
+    failed = cli("convert", tmp_path / "trained", tmp_path / "nowhere", "--format", wrapper, check=False)
+    assert failed.returncode == 1 and "--origin" in failed.stderr and not (tmp_path / "nowhere").exists()
+    source = tensors(tmp_path / "hf")
+    for origin in ("hf", "native"):  # the HF folder, or the native folder weightport wrote at import
+        out = tmp_path / f"from_{origin}"
+        cli("convert", tmp_path / "trained", out, "--origin", tmp_path / origin)
+        back = tensors(out)
+        assert sorted(back) == sorted(source) and hf_config(out) == hf_config(tmp_path / "hf")
+        differ = [k for k in source if not torch.equal(back[k], source[k])]
+        assert len(differ) == 1 and "mlp.down_proj" in differ[0]
+    cli("convert", tmp_path / "trained", tmp_path / "text", "--origin", tmp_path / "hf", "--text-only")
+    assert hf_config(tmp_path / "text")["architectures"] == [CASES[name][2]]
+
+
+def test_plan_check_inspect_and_formats_list_the_carried_parts(tmp_path):
+    build("gemma4_dense", tmp_path / "hf")
+    plan = cli("plan", tmp_path / "hf").stdout
+    assert "carry" in plan and "model.vision_tower" in plan and "bytes" in plan
+    assert "model.audio_tower" in cli("check", tmp_path / "hf").stdout
+    cli("convert", tmp_path / "hf", tmp_path / "native")
+    assert (tmp_path / "native" / "hf_files" / "carried.safetensors").is_file()
+    for folder in ("hf", "native"):
+        shown = cli("inspect", tmp_path / folder).stdout
+        assert "carried     model.vision_tower" in shown and "model.embed_audio" in shown
+    formats = cli("formats").stdout
+    assert "gemma4_vlm" in formats and "carries model.vision_tower" in formats
+    assert "carry" in cli("plan", tmp_path / "native").stdout
+
+
+def test_text_only_applies_to_wrappers_only(tmp_path):
+    build("mistral3", tmp_path / "hf")
+    weightport.convert(tmp_path / "hf", tmp_path / "native")
+    weightport.convert(tmp_path / "native", tmp_path / "text", text_only=True)
+    with pytest.raises(ConfigError, match="--text-only applies to exports"):
+        weightport.convert(tmp_path / "hf", tmp_path / "n3", text_only=True)
+    weightport.convert(tmp_path / "text", tmp_path / "n2")
+    with pytest.raises(ConfigError, match="not a wrapper"):
+        weightport.convert(tmp_path / "n2", tmp_path / "t2", text_only=True)
+    # --format of the text family is the text model alone too
+    weightport.convert(tmp_path / "native", tmp_path / "mistral", format="mistral")
+    assert hf_config(tmp_path / "mistral")["architectures"] == ["MistralForCausalLM"]
+
+
+def test_wrapper_tables_are_the_pinned_transformers_classes():
+    from test_hf_classes import assert_table_is_class
+
+    from weightport import families
+
+    assert_table_is_class(families.load("gemma4_vlm").hf_class, transformers.Gemma4Config,
+                          subs=("text_config", "vision_config", "audio_config"))
+    assert_table_is_class(families.load("mistral3").hf_class, transformers.Mistral3Config,
+                          subs=("text_config", "vision_config"))
