@@ -48,7 +48,7 @@ def test_family_declaration_is_well_formed(name):
     keys = [rule_key(r) for r in spec.config]
     assert len(keys) == len(set(keys)), "two rules claim the same path"
     assert all(r.reason.strip() for r in all_rules(spec.config) if isinstance(r, Ignore))
-    assert families.detect(spec.model_type) == name
+    assert families.detect(fixture(name)) == name
 
 
 def rotary_families() -> list[str]:

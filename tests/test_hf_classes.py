@@ -326,7 +326,7 @@ def test_a_scaled_rotary_without_its_original_length_takes_max_position_embeddin
     """transformers 5 gives llama3 / yarn rotary a missing `original_max_position_embeddings` from the model's
     `max_position_embeddings`: weightport reads it so, as the same model as transformers' filled-in config."""
     config = json.loads((FIXTURES.parent / "published" / f"{name}.json").read_text())
-    family = families.detect(config["model_type"])
+    family = families.detect(config)
     scaling = config.get("rope_scaling") or config["rope_parameters"]
     del scaling["original_max_position_embeddings"]
     made = transformers.AutoConfig.for_model(**copy.deepcopy(config)).to_dict()

@@ -69,7 +69,7 @@ def test_published_config_reads_as_transformers_reads_it(name):
     """What transformers' config class makes of the file (every default filled, old spellings updated) is the same
     model to weightport as the file itself."""
     config = published(name)
-    spec = families.load(families.detect(config["model_type"]))
+    spec = families.load(families.detect(config))
     made = transformers.CONFIG_MAPPING[config["model_type"]].from_dict(copy.deepcopy(config)).to_dict()
     assert canonical(api.import_config(spec, config)[1]) == canonical(api.import_config(spec, made)[1])
 

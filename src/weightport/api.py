@@ -216,7 +216,7 @@ def open_origin(path: str | Path, format: str | None = None) -> Origin:
     if (path / "config.json").is_file():
         raw = hf_config.read_config(path / "config.json")
         try:
-            name = families.detect(raw.get("model_type"))
+            name = families.detect(raw)
         except ConfigError:
             if format is None:
                 raise
@@ -379,7 +379,7 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
         if text_only:
             raise ConfigError(f"{path} is an HF checkpoint; --text-only applies to exports of native checkpoints")
         raw = hf_config.read_config(path / "config.json")
-        spec = families.load(format or families.detect(raw.get("model_type")))
+        spec = families.load(format or families.detect(raw))
         explicit, config, layout, kept = _import_config(spec, raw)
         tensors = safetensors.read_checkpoint(path)
         notes = _value_notes(spec, raw, config, layout)

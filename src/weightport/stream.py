@@ -62,7 +62,7 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
     original or bit-equal to it, and dropped; the original is held until its copy arrives or the input ends. Raises
     CoverageError at once for an unknown, repeated or mis-shaped tensor, one of another layout than its layer's, or a
     tied copy that differs (naming both), and at the end for missing ones."""
-    spec = families.load(format or families.detect(hf_config.get("model_type")))
+    spec = families.load(format or families.detect(hf_config))
     native = api.import_config(spec, hf_config)[1]
     bindings, absent, inventory = _bindings(native, spec)
     expected, sites, option_of = {}, {}, {}

@@ -20,7 +20,7 @@ from weightport.native.model import parameters
 
 def hf_tensors(config: dict, format: str | None = None) -> list[Ref]:
     """The HF tensors (name, shape) a checkpoint with this config.json holds, in checkpoint order."""
-    spec = families.load(format or families.detect(config.get("model_type")))
+    spec = families.load(format or families.detect(config))
     native = import_config(spec, config)[1]
     inventory = parameters(native)
     sources = {name: Ref(name, shape, "F32") for name, shape in inventory.items()}

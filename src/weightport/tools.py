@@ -33,7 +33,7 @@ def inspect(path: str | Path) -> dict:
         config = hf_config.read_config(path / "config.json")
         tensors = safetensors.read_checkpoint(path)
         try:
-            info["format"] = families.detect(config.get("model_type"))
+            info["format"] = families.detect(config)
         except WeightportError:
             info["format"] = None
         info |= {"side": "hf", "model_type": config.get("model_type"), "architectures": config.get("architectures"),

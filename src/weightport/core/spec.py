@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from weightport.core.config_rules import Constant
@@ -80,6 +81,10 @@ class ModelSpec:
     # A wrapper around a text model (`Gemma4ForConditionalGeneration`): the HF key of the text model's config and the
     # format of the text model where that config names none; the text model exports alone in that format.
     text: tuple[str, str] | None = None
+    # Where formats share a `model_type` (`llava` with Pixtral or CLIP vision): HF config keys (dotted) and the values
+    # that tell this format apart, None standing for an absent key; `families.detect` picks the format whose values
+    # the config has.
+    detect_by: Mapping[str, tuple] = field(default_factory=dict)
     hf_rules: tuple = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -1,5 +1,5 @@
-"""The registry of families: format name -> module of the same name, and HF `model_type` -> format name (a table
-lookup, not a guess)."""
+"""The registry of families: format name -> module of the same name, and HF config.json -> format name (a table
+lookup, not a guess: its `model_type`, and where formats share one, the values each names in `detect_by`)."""
 
 from __future__ import annotations
 
@@ -41,11 +41,35 @@ def load(name: str) -> ModelSpec:
     return importlib.import_module(f"weightport.families.{name}").SPEC
 
 
-def detect(model_type: object) -> str:
-    """The format whose HF `model_type` this is."""
+def detect(config: object) -> str:
+    """The format of an HF config.json (a dict; a bare `model_type` is read as a config holding only it): the one
+    whose HF `model_type` it has and, where formats share that type, whose `detect_by` values it has."""
+    if not isinstance(config, dict):
+        config = {"model_type": config}
+    model_type = config.get("model_type")
+    sharing = []
     for name in names():
         spec = load(name)
         if model_type == spec.model_type or model_type in spec.aliases:
-            return name
+            if all(_value(config, key) in values for key, values in spec.detect_by.items()):
+                return name
+            sharing.append(spec)
+    if sharing:
+        told = "; ".join(f"{spec.name} has " + ", ".join(f"{key} in {list(values)}"
+                                                         for key, values in spec.detect_by.items())
+                         for spec in sharing)
+        found = ", ".join(f"{key} = {_value(config, key)!r}" for key in dict.fromkeys(
+            key for spec in sharing for key in spec.detect_by))
+        raise ConfigError(f"config.json has model_type {model_type!r} and {found}, which no format of that type "
+                          f"reads ({told}); pass --format to choose one")
     found = "no model_type" if model_type is None else f"model_type {model_type!r}, which no supported format uses"
     raise ConfigError(f"config.json has {found} (supported: {', '.join(FAMILIES)}); pass --format to choose one")
+
+
+def _value(config: dict, key: str) -> object:
+    """The value at a dotted key of `config` (None where absent)."""
+    for part in key.split("."):
+        if not isinstance(config, dict):
+            return None
+        config = config.get(part)
+    return config

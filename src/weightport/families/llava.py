@@ -1,5 +1,6 @@
-"""Llava (`llava`, `LlavaForConditionalGeneration`): a Pixtral vision encoder, a two-layer projector and a Mistral
-or Llama text model (`text_config.model_type`), in one checkpoint (native model `multimodal`).
+"""Llava (`llava`, `LlavaForConditionalGeneration`) with Pixtral vision (`vision_config.model_type: pixtral`; CLIP
+vision is `llava_clip`): a Pixtral vision encoder, a two-layer projector and a Mistral or Llama text model
+(`text_config.model_type`), in one checkpoint (native model `multimodal`).
 
 Pixtral's patch convolution (Hv, 3, p, p) is flattened natively to (Hv, 3*p*p); its attention is bidirectional
 with 2-D rotary. The projector is the native vision adapter (`linear_2` stored transposed). Tensors are named as
@@ -95,14 +96,22 @@ TEXT_MODELS = {"llama": ("llama", llama.SPEC.config + (
     "mistral": ("mistral", mistral.SPEC.config)}
 
 
-def config(text_models: dict) -> tuple:
-    """The Llava config table around text models selected by `text_config.model_type`. The embeddings are tied when
-    the top-level `tie_word_embeddings` or the text model's is true (LlavaConfig.__post_init__, transformers 5.24)."""
+def text_config(text_models: dict) -> tuple:
+    """The config rules of a Llava text model selected by `text_config.model_type` (Llama when absent). The
+    embeddings are tied when the top-level `tie_word_embeddings` or the text model's is true
+    (LlavaConfig.__post_init__, transformers 5.24)."""
     untied = {kind: (spelled, override(rules, drop=("tied_embedding_weight",)))
               for kind, (spelled, rules) in text_models.items()}
     return (
         Choice("", "text_config", untied, key="model_type", default="llama", stored=False),
         AnyOf("tied_embedding_weight", ("tie_word_embeddings", "text_config.tie_word_embeddings")),
+    )
+
+
+def config(text_models: dict) -> tuple:
+    """The Llava config table around text models selected by `text_config.model_type` (see `text_config`)."""
+    return (
+        *text_config(text_models),
         Nested("vision_encoder", "vision_config", VISION),
         Nested("vision_encoder.adapter", "", ADAPTER),
         Rename("image_token_index", "image_token_index"),
@@ -172,4 +181,4 @@ HF_CLASS = hf_class("LlavaConfig", "transformers 5.24.0 models/llava/configurati
 
 SPEC = ModelSpec(name="llava", model_type="llava", architecture="LlavaForConditionalGeneration",
                  config=config(TEXT_MODELS), weights=weights(llama.WEIGHTS), native_model="multimodal",
-                 hf_class=HF_CLASS)
+                 hf_class=HF_CLASS, detect_by={"vision_config.model_type": ("pixtral",)})
