@@ -149,7 +149,7 @@ def test_a_tied_copy_is_checked_against_the_embedding_of_its_own_naming(first, t
 def test_every_family_with_a_transformers_class_is_checked_here():
     have = {name for name in families.FAMILIES if hasattr(transformers, families.load(name).architecture)}
     built = {families.detect(getattr(transformers, cls)().model_type) for cls, _, _ in CASES.values()}
-    assert have == built | {"llava", "gemma4_vlm", "mistral3"}  # wrappers: tests/test_wrappers.py
+    assert have == built | {"llava", "gemma4_vlm", "mistral3", "llava_clip"}  # wrappers: tests/test_wrappers.py
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -25,7 +25,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "hf_configs"
 NAMES = {"llava": ("language_model.lm_head.weight", "language_model.model.embed_tokens.weight"),
          "llava_hybrid_ssm": ("lm_head.weight", "language_model.model.embed_tokens.weight"),
          "gemma4_vlm": ("lm_head.weight", "model.language_model.embed_tokens.weight"),
-         "mistral3": ("language_model.lm_head.weight", "language_model.model.embed_tokens.weight")}
+         "mistral3": ("language_model.lm_head.weight", "language_model.model.embed_tokens.weight"),
+         "llava_clip": ("language_model.lm_head.weight", "language_model.model.embed_tokens.weight")}
 
 
 def names(family: str) -> tuple[str, str]:

@@ -1,4 +1,5 @@
-"""Wrapper formats: published vision-language checkpoints whose text model Fast-LLM trains (`gemma4_vlm`, `mistral3`).
+"""Wrapper formats: published vision-language checkpoints whose text model Fast-LLM trains (`gemma4_vlm`, `mistral3`,
+`llava_clip`).
 Tiny real transformers models (fixed seed): the text model converts, the towers and projectors are carried bit for
 bit; the export is the same wrapper (same tensors, same config.json, same logits with an image and audio), or the
 text model alone as its causal LM; a checkpoint Fast-LLM saved (no carried parts) takes them from `--origin`."""
@@ -44,12 +45,24 @@ def mistral3(tied: bool) -> transformers.PreTrainedConfig:
                                        image_token_index=95, spatial_merge_size=2, tie_word_embeddings=tied)
 
 
+def llava_clip(text: str, tied: bool = False) -> transformers.PreTrainedConfig:
+    """Llava 1.5 style: a CLIP tower read at its second-to-last layer, 16x16 images of 4x4 patches (16 tokens)."""
+    vision = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                           num_attention_heads=4, image_size=16, patch_size=4, projection_dim=32)
+    text_config = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig}[text](**BASE)
+    return transformers.LlavaConfig(text_config=text_config, vision_config=vision, image_token_index=95,
+                                    image_seq_length=16, vision_feature_layer=-2, tie_word_embeddings=tied)
+
+
 CASES = {
     "gemma4_dense": (lambda: gemma4(), "Gemma4ForConditionalGeneration", "Gemma4ForCausalLM"),
     "gemma4_moe_untied": (lambda: gemma4(**MOE, tie_word_embeddings=False), "Gemma4ForConditionalGeneration",
                           "Gemma4ForCausalLM"),
     "mistral3": (lambda: mistral3(False), "Mistral3ForConditionalGeneration", "MistralForCausalLM"),
     "mistral3_tied": (lambda: mistral3(True), "Mistral3ForConditionalGeneration", "MistralForCausalLM"),
+    "llava_clip": (lambda: llava_clip("llama"), "LlavaForConditionalGeneration", "LlamaForCausalLM"),
+    "llava_clip_mistral_tied": (lambda: llava_clip("mistral", tied=True), "LlavaForConditionalGeneration",
+                                "MistralForCausalLM"),
 }
 
 
@@ -79,6 +92,9 @@ def inputs(config: dict) -> dict:
                 "image_position_ids": torch.tensor([[[x, y] for y in range(3) for x in range(3)]]),
                 "input_features": torch.randn(1, 64, 128, generator=generator),
                 "input_features_mask": torch.ones(1, 64, dtype=torch.bool)}
+    if config["model_type"] == "llava":  # CLIP: a 16x16 image of 4x4 patches, sixteen tokens (the class token dropped)
+        return {"input_ids": torch.cat([torch.full((1, 16), config["image_token_index"]), text], 1),
+                "pixel_values": torch.randn(1, 3, 16, 16, generator=generator)}
     # Pixtral: a 16x16 image of 4x4 patches, merged 2x2 into four tokens
     return {"input_ids": torch.cat([torch.full((1, 4), config["image_token_index"]), text], 1),
             "pixel_values": torch.randn(1, 3, 16, 16, generator=generator), "image_sizes": torch.tensor([[16, 16]])}
@@ -137,13 +153,13 @@ def train_one_weight(folder) -> str:
     return name.partition("/")[0]
 
 
-@pytest.mark.parametrize("name", ["gemma4_dense", "mistral3"])
+@pytest.mark.parametrize("name", ["gemma4_dense", "mistral3", "llava_clip"])
 def test_a_trained_checkpoint_fastllm_saved_exports_with_its_origin(name, tmp_path):
     build(name, tmp_path / "hf")
     weightport.convert(tmp_path / "hf", tmp_path / "native")
     fastllm_saved(tmp_path / "native", tmp_path / "trained")
     train_one_weight(tmp_path / "trained")
-    wrapper = {"gemma4_dense": "gemma4_vlm", "mistral3": "mistral3"}[name]
+    wrapper = {"gemma4_dense": "gemma4_vlm", "mistral3": "mistral3", "llava_clip": "llava_clip"}[name]
     with pytest.raises(ConfigError, match="--origin.*--text-only"):
         weightport.convert(tmp_path / "trained", tmp_path / "nowhere", format=wrapper)
     failed = cli("convert", tmp_path / "trained", tmp_path / "nowhere", "--format", wrapper, check=False)
@@ -198,3 +214,25 @@ def test_wrapper_tables_are_the_pinned_transformers_classes():
                           subs=("text_config", "vision_config", "audio_config"))
     assert_table_is_class(families.load("mistral3").hf_class, transformers.Mistral3Config,
                           subs=("text_config", "vision_config"))
+    assert_table_is_class(families.load("llava_clip").hf_class, transformers.LlavaConfig,
+                          subs=("text_config", "vision_config"))
+
+
+def test_llava_formats_are_told_apart_by_their_vision_tower(tmp_path):
+    """`llava` (Pixtral vision, converted whole) and `llava_clip` share the model type: the vision config decides,
+    as transformers reads it (no vision_config, or one naming no type, is CLIP)."""
+    from weightport import families
+
+    pixtral = {"model_type": "llava", "vision_config": {"model_type": "pixtral"}}
+    assert families.detect(pixtral) == "llava"
+    for config in ({"model_type": "llava", "vision_config": {"model_type": "clip_vision_model"}},
+                   {"model_type": "llava"}, {"model_type": "llava", "vision_config": {"hidden_size": 32}}):
+        assert families.detect(config) == "llava_clip"
+    assert transformers.LlavaConfig().vision_config.model_type == "clip_vision_model"
+    with pytest.raises(ConfigError, match="siglip_vision_model.*pass --format"):
+        families.detect({"model_type": "llava", "vision_config": {"model_type": "siglip_vision_model"}})
+    build("llava_clip", tmp_path / "hf")  # a whole checkpoint: import, then export, by its own format
+    plan = weightport.convert(tmp_path / "hf", tmp_path / "native")
+    assert plan.family == "llava_clip"
+    assert yaml.safe_load((tmp_path / "native" / "metadata.yaml").read_text())["metadata"]["weightport"][
+        "format"] == "llava_clip"

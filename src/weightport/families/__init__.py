@@ -10,7 +10,7 @@ from weightport.errors import ConfigError
 
 _REGISTERED: dict[str, ModelSpec] = {}  # families added at run time with `register`
 FAMILIES = ("llama", "mistral", "qwen2", "mixtral", "mtp_llama", "apriel_hybrid_ssm", "apriel2_text", "gemma4",
-            "llava", "llava_hybrid_ssm", "apriel2", "gemma4_vlm", "mistral3")
+            "llava", "llava_hybrid_ssm", "apriel2", "gemma4_vlm", "mistral3", "llava_clip")
 
 
 def register(spec: ModelSpec) -> None:
