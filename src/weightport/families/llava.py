@@ -153,6 +153,12 @@ def weights(text: tuple, outside: tuple = (), names: dict = MODULE_NAMES, saved:
         Section("", "language_model", text),
         *outside,
     )
+    return namings(checkpoint, names, saved)
+
+
+def namings(checkpoint: tuple, names: dict = MODULE_NAMES, saved: str = "save_pretrained") -> tuple:
+    """A Llava-like weight table in two namings of the whole model: the checkpoint's (`saved`, which exports write)
+    and the modules' (`state_dict`), which `names` renames it to."""
     return (Alternatives("", {saved: ("", checkpoint), "state_dict": ("", (Renamed(checkpoint, names),))}),)
 
 

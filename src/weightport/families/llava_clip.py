@@ -13,7 +13,7 @@ default false).
 """
 
 from weightport.families import llama, llava, mistral
-from weightport.spec import Alternatives, Carry, HFClass, Ignore, ModelSpec, Renamed, Section, Sub
+from weightport.spec import Carry, HFClass, Ignore, ModelSpec, Section, Sub
 
 CONFIG = (
     *llava.text_config(llava.TEXT_MODELS),
@@ -23,8 +23,7 @@ CONFIG = (
                   "vision_feature_layer", "multimodal_projector_bias")),
 )
 CHECKPOINT = (Carry("vision_tower"), Carry("multi_modal_projector"), Section("", "language_model", llama.WEIGHTS))
-WEIGHTS = (Alternatives("", {"save_pretrained": ("", CHECKPOINT),
-                             "state_dict": ("", (Renamed(CHECKPOINT, llava.MODULE_NAMES),))}),)
+WEIGHTS = llava.namings(CHECKPOINT)
 
 HF_CLASS: HFClass = llava.hf_class("LlavaConfig", "transformers 5.24.0 models/llava/configuration_llava.py",
                                    {"llama": llama.HF_CLASS, "mistral": mistral.HF_CLASS}, "llama",

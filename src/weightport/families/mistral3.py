@@ -8,7 +8,7 @@ conversion mapping, which `mistral3` uses) or by the modules (`model.language_mo
 """
 
 from weightport.families import llama, llava, mistral
-from weightport.spec import Alternatives, Carry, HFClass, Ignore, ModelSpec, Renamed, Section, Sub, TextModel
+from weightport.spec import Carry, HFClass, Ignore, ModelSpec, Section, Sub, TextModel
 
 CONFIG = (
     *TextModel("text_config", mistral.SPEC.config, "mistral"),
@@ -18,8 +18,7 @@ CONFIG = (
                   "spatial_merge_size")),
 )
 CHECKPOINT = (Carry("vision_tower"), Carry("multi_modal_projector"), Section("", "language_model", llama.WEIGHTS))
-WEIGHTS = (Alternatives("", {"save_pretrained": ("", CHECKPOINT),
-                             "state_dict": ("", (Renamed(CHECKPOINT, llava.MODULE_NAMES),))}),)
+WEIGHTS = llava.namings(CHECKPOINT)
 
 HF_CLASS = HFClass("Mistral3Config", "transformers 5.24.0 models/mistral3/configuration_mistral3.py", {
     "text_config": Sub({"mistral": mistral.HF_CLASS}, "mistral"), "vision_config": Sub({}, "pixtral"),
