@@ -56,7 +56,8 @@ def test_what_transformers_holds_and_writes(mixtral):
 def test_the_stacked_layout_converts_like_the_per_expert_one_and_exports_per_expert(mixtral):
     model, root = mixtral
     plan = json.loads(cli("plan", root / "stacked", "--json").stdout)
-    assert "native decoder.{0..1}.mlp: read from HF layout 'stacked' (an export writes 'per_expert')" in plan["notes"]
+    assert ("native decoder.{0..1}.mlp: read from HF layout 'state_dict' (an export writes 'save_pretrained')"
+            in plan["notes"])
     assert {"op": "flatten(0,4x-1)", "src": [{"name": "model.layers.0.mlp.experts.gate_up_proj",
                                               "shape": [4, 96, 32], "dtype": "F32"}],
             "dst": [{"name": "decoder.0.mlp.layer_1.weight", "shape": [384, 32], "dtype": "F32"}]} in plan["steps"]
@@ -87,7 +88,7 @@ def test_each_layer_may_come_in_either_layout(mixtral):
     save_file(mixed, root / "mixed" / "model.safetensors")
     (root / "mixed" / "config.json").write_text((root / "saved" / "config.json").read_text())
     plan = weightport.convert(root / "mixed", root / "native")
-    assert "native decoder.1.mlp: read from HF layout 'stacked' (an export writes 'per_expert')" in plan.notes
+    assert "native decoder.1.mlp: read from HF layout 'state_dict' (an export writes 'save_pretrained')" in plan.notes
     assert_same_tensors(tensors(root / "native"), tensors(root / "native_saved"))
 
 
@@ -98,9 +99,9 @@ def test_no_complete_layout_is_refused_naming_what_each_lacks(mixtral):
     save_file(weights, root / "stacked" / "model.safetensors")
     result = cli("convert", root / "stacked", root / "native", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert ("no HF layout of native decoder.1.mlp is complete: 'per_expert' lacks "
+    assert ("no HF layout of native decoder.1.mlp is complete: 'save_pretrained' lacks "
             "model.layers.1.block_sparse_moe.experts.0.w1.weight") in result.stderr
-    assert "'stacked' lacks model.layers.1.mlp.experts.down_proj" in result.stderr
+    assert "'state_dict' lacks model.layers.1.mlp.experts.down_proj" in result.stderr
     assert "missing tensor: model.layers.1.mlp.experts.down_proj" in result.stderr
     assert len(result.stderr.splitlines()) < 8  # not one line per per-expert tensor
     assert not (root / "native").exists()
@@ -129,8 +130,8 @@ def test_import_hf_refuses_a_layer_in_two_layouts_and_reports_missing_tensors(mi
     items.append(("model.layers.0.block_sparse_moe.experts.0.w2.weight",
                   saved["model.layers.0.block_sparse_moe.experts.0.w2.weight"]))
     with pytest.raises(CoverageError, match=r"'model.layers.0.block_sparse_moe.experts.0.w2.weight' is in HF layout "
-                                            r"'per_expert' of decoder.0.mlp, whose first tensor came in layout "
-                                            r"'stacked'"):
+                                            r"'save_pretrained' of decoder.0.mlp, whose first tensor came in layout "
+                                            r"'state_dict'"):
         list(weightport.import_hf(config, items))
     partial = [(k, v) for k, v in stacked.items() if k != "model.layers.1.mlp.experts.gate_up_proj"]
     with pytest.raises(CoverageError, match="never arrived") as err:

@@ -1,29 +1,32 @@
-"""Streaming, in-memory conversion of tensors (no files): for trainers that push weights to an inference engine.
+"""In-memory conversion of torch tensors (no files): for trainers that push weights to an inference engine.
 
-`import_hf` turns HF `(name, tensor)` pairs into native ones and `export_hf` the reverse. Inputs come in any
-order; each output is yielded as soon as all of its inputs have arrived, and only incomplete groups (for example
+`import_hf` turns HF `(name, tensor)` pairs into native ones and `export_hf` the reverse, on torch tensors as they
+are: on their own device (CPU or GPU: no tensor goes through the host), in their dtype, with any strides. A rename
+yields the very tensor it was given; a split along the first dimension yields views of it; only a concatenation
+(fused K/V, gate/up, experts) and a transpose copy, into a contiguous tensor on the input's device. Inputs come in
+any order; each output is yielded as soon as all of its inputs have arrived, and only incomplete groups (for example
 K waiting for V) and the original of a tied copy are held. Unknown, duplicate and mis-shaped tensors raise at once;
-missing ones at the end.
+missing ones at the end. `buckets` groups the outputs for engines that take weights in buckets of a byte size.
+(Files go through `weightport.convert`, whose runtime moves raw bytes between memory-mapped files instead.)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from weightport import api, families
-from weightport.core import dtypes, ops
+from weightport.core import ops
 from weightport.core.plan import _hf_shapes, _part_sizes, choose, not_a_copy, tied_copies
 from weightport.core.weights import Binding, walk
 from weightport.errors import ConfigError, CoverageError, report
 from weightport.native.model import parameters
 
-
-def _tensor(array: np.ndarray, like: Any) -> Any:
-    return dtypes.to_torch(array, dtypes.CODES[str(like.dtype).removeprefix("torch.")])
+if TYPE_CHECKING:  # torch is imported when tensors are handled, so that `import weightport` does not load it
+    import torch
 
 
 def _bindings(native: dict, spec) -> tuple[list[Binding], list[Binding], dict[str, tuple[int, ...]]]:
@@ -39,21 +42,43 @@ def _bindings(native: dict, spec) -> tuple[list[Binding], list[Binding], dict[st
             inventory)
 
 
-def _differs(copy: Any, original: Any) -> str | None:
-    """How a tied copy differs from its original (None if it is the same tensor, or bit-equal)."""
+def _transposes(binding: Binding) -> bool:
+    return any(isinstance(op, ops.T) for op in binding.ops)
+
+
+def _differs(copy: torch.Tensor, original: torch.Tensor) -> str | None:
+    """How a tied copy differs from its original (None if it is the same tensor, or equal bit for bit)."""
     if (tuple(copy.shape), copy.dtype) != (tuple(original.shape), original.dtype):
         return f"{list(copy.shape)} {copy.dtype} against {list(original.shape)} {original.dtype}"
     if (copy.device, copy.data_ptr(), copy.stride()) == (original.device, original.data_ptr(), original.stride()):
         return None
-    a, b = dtypes.from_torch(copy), dtypes.from_torch(original)
-    if np.array_equal(a, b):
+    import torch
+
+    bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}.get(copy.element_size())  # bit patterns
+    a, b = (copy, original.to(copy.device)) if bits is None else (copy.view(bits), original.to(copy.device).view(bits))
+    unequal = a != b
+    if not bool(unequal.any()):
         return None
-    return f"first at element {[int(i) for i in np.unravel_index(int(np.argmax(a != b)), a.shape)]}"
+    return f"first at element {unequal.nonzero()[0].tolist()}"
 
 
-def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str | None = None
-              ) -> Iterator[tuple[str, Any]]:
-    """Native `(name, tensor)` pairs (names without `/weights`) from HF ones, for the model `hf_config` describes.
+def _concatenable(name: str, binding: Binding, parts: list[torch.Tensor]) -> None:
+    """Raise CoverageError unless the parts of one native tensor share a dtype and a device."""
+    kinds = {(p.dtype, p.device) for p in parts}
+    if len(kinds) > 1:
+        given = ", ".join(f"{h} {p.dtype} on {p.device}" for h, p in zip(binding.hf, parts))
+        raise CoverageError(f"{name}: the HF tensors of native {binding.native!r} are concatenated into one, so they "
+                            f"must have one dtype and one device; given {given}")
+
+
+def import_hf(hf_config: dict, tensors: Iterable[tuple[str, torch.Tensor]], format: str | None = None
+              ) -> Iterator[tuple[str, torch.Tensor]]:
+    """Native `(name, tensor)` pairs (names without `/weights`) from HF ones, for the model `hf_config` describes:
+    a checkpoint's tensors, or a transformers 5 model's `state_dict().items()` or `named_parameters()`.
+
+    Tensors stay on their device and in their dtype: a rename yields the given tensor; a concatenation (K and V,
+    gate and up, experts) and a transpose make one contiguous tensor on the parts' device (parts of one tensor must
+    share dtype and device).
 
     Where the family reads several HF layouts of the same tensors (`Alternatives`: Mixtral's per-expert or stacked
     experts, Llava's `save_pretrained` names or transformers 5's module names), the first tensor of a layer (or of the
@@ -61,7 +86,9 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
     embedding, as every `model.state_dict()` of such a model lists it) is accepted when it is the same tensor as its
     original or bit-equal to it, and dropped; the original is held until its copy arrives or the input ends. Raises
     CoverageError at once for an unknown, repeated or mis-shaped tensor, one of another layout than its layer's, or a
-    tied copy that differs (naming both), and at the end for missing ones."""
+    tied copy that differs (naming both), or parts of one tensor of different dtypes or devices, and at the end for
+    missing ones; ConfigError for a config weightport cannot convert, or a wrapper format (its carried parts are
+    not held in memory)."""
     spec = families.load(format or families.detect(hf_config))
     native = api.import_config(spec, hf_config)[1]
     bindings, absent, inventory = _bindings(native, spec)
@@ -87,8 +114,8 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
         at_site.setdefault(where[0], []).append((name, where))
     layouts: dict[str, str] = {}  # alternative site -> the option its first tensor came in
     elsewhere: dict[str, tuple[str, str]] = {}  # HF name -> (site, option) of the options not taken
-    held: dict[str, Any] = {}  # a tied copy or its original, until the other arrives
-    pending: dict[str, dict[str, Any]] = {}
+    held: dict[str, torch.Tensor] = {}  # a tied copy or its original, until the other arrives
+    pending: dict[str, dict[str, torch.Tensor]] = {}
     seen: set[str] = set()
 
     def decide(site: str, option: str) -> None:
@@ -135,13 +162,17 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
         if tuple(tensor.shape) != shape:
             raise CoverageError(f"{spec.name}: tensor {name!r} has shape {list(tensor.shape)}, the config implies "
                                 f"{list(shape)}")
+        if len(binding.hf) == 1:
+            out = ops.to_native(binding.ops, binding.dim, [tensor])
+            yield binding.native, out.contiguous() if _transposes(binding) else out
+            continue
         group = pending.setdefault(binding.native, {})
         group[name] = tensor
         if len(group) == len(binding.hf):
             del pending[binding.native]
             parts = [group[h] for h in binding.hf]
-            native = ops.to_native(binding.ops, binding.dim, [dtypes.from_torch(p) for p in parts])
-            yield binding.native, _tensor(native, parts[0])
+            _concatenable(spec.name, binding, parts)
+            yield binding.native, ops.to_native(binding.ops, binding.dim, parts)
     first = {site: options[0].alternative[1] for site, options in sites.items()}  # where none arrived
     missing = [name for name, (b, _) in expected.items()
                if b.alternative is None or layouts.get(b.alternative[0], first[b.alternative[0]]) == b.alternative[1]]
@@ -150,14 +181,35 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, Any]], format: str |
         raise CoverageError(report(f"{spec.name}: tensors never arrived", sorted(missing) + unchecked))
 
 
-def export_hf(native_config: dict, tensors: Iterable[tuple[str, Any]], format: str | None = None, *,
-              origin: str | Path | api.Origin | None = None) -> Iterator[tuple[str, Any]]:
-    """HF `(name, tensor)` pairs from native ones; `native_config` is the `config` mapping of a native checkpoint's
-    metadata.yaml (with `base_model`). The HF format is `format`, else that of `origin` (the HF model training started
-    from, whose architecture the config must have), else the only format that can describe the architecture."""
+def export_hf(native_config: dict, tensors: Iterable[tuple[str, torch.Tensor]], format: str | None = None, *,
+              origin: str | Path | api.Origin | None = None, state_dict: bool = False
+              ) -> Iterator[tuple[str, torch.Tensor]]:
+    """HF `(name, tensor)` pairs from native ones (names with or without `/weights`, in any order, e.g. a Fast-LLM
+    model's parameters); `native_config` is the `config` mapping of a native checkpoint's metadata.yaml (with
+    `base_model`). The HF format is `format`, else that of `origin` (the HF model training started from, whose
+    architecture the config must have), else the only format that can describe the architecture.
+
+    Tensors stay on their device and in their dtype: a rename yields the given tensor, a split (K/V, gate/up, one
+    expert of a stack) views of it, a transposed tensor (an MLP's down projection) a contiguous copy; so the
+    outputs of one input share its memory, and a caller that changes the input in place changes them.
+
+    By default names and layouts are those of the checkpoint `save_pretrained` writes (what vLLM's and SGLang's
+    `load_weights` take: Mixtral's experts one by one, Llava's `language_model.model.`; a tied copy is left out).
+    With `state_dict=True` they are those a transformers 5 model holds in memory, which its `load_state_dict` takes
+    (Mixtral's stacked `mlp.experts.gate_up_proj`, Llava's module names, and a tied copy named too, as the same
+    tensor as its original).
+
+    Raises ConfigError for a config no format describes (or several, without `format`) and for a wrapper format,
+    whose carried parts are not in memory; CoverageError at once for a tensor that is not a parameter of the model,
+    given twice or of another shape than the config implies, and at the end for those that never arrived."""
     spec, native, _ = api.export_target(native_config, format, origin)
-    bindings, _, inventory = _bindings(native, spec)
-    bindings = choose(bindings)[0]  # the first HF layout of each site
+    bindings, absent, inventory = _bindings(native, spec)
+    prefer = "state_dict" if state_dict else None
+    bindings = choose(bindings, prefer=prefer)[0]  # the first HF layout of each site, or the in-memory one
+    copies: dict[str, list[str]] = {}
+    if state_dict:
+        for copy, original in tied_copies(bindings, choose(absent, prefer=prefer)[0]):
+            copies.setdefault(original.native, []).append(copy.hf[0])
     by_name = {b.native: b for b in bindings}
     remaining = set(by_name)
     for name, tensor in tensors:
@@ -170,11 +222,68 @@ def export_hf(native_config: dict, tensors: Iterable[tuple[str, Any]], format: s
                                 f"implies {list(inventory[name])}")
         remaining.discard(name)
         b = by_name[name]
-        parts = ops.to_hf(b.ops, b.dim, dtypes.from_torch(tensor), _part_sizes(b, tuple(tensor.shape)) or [])
+        parts = ops.to_hf(b.ops, b.dim, tensor, _part_sizes(b, tuple(tensor.shape)) or [])
+        transposed = _transposes(b)
         for hf_name, part in zip(b.hf, parts):
-            yield hf_name, _tensor(part, tensor)
+            yield hf_name, part.contiguous() if transposed else part
+        for copy in copies.get(name, ()):
+            yield copy, parts[0]
     if remaining:
         raise CoverageError(report(f"{spec.name}: native tensors never arrived", sorted(remaining)))
+
+
+def buckets(tensors: Iterable[tuple[str, torch.Tensor]], size: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """The `(name, tensor)` pairs in order, grouped into lists of at most `size` bytes (a tensor larger than `size`
+    is a list of its own) and of one device each; nothing is copied, and only the list being filled is held. For an
+    engine that takes weights in buckets: `for bucket in buckets(export_hf(...), 2**30): engine.load_weights(bucket)`.
+    Raises ValueError for a size under 1."""
+    if size < 1:
+        raise ValueError(f"bucket size must be at least 1 byte, not {size}")
+    bucket: list[tuple[str, torch.Tensor]] = []
+    filled, device = 0, None
+    for name, tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and (filled + nbytes > size or tensor.device != device):
+            yield bucket
+            bucket, filled = [], 0
+        bucket.append((name, tensor))
+        filled, device = filled + nbytes, tensor.device
+    if bucket:
+        yield bucket
+
+
+@dataclass(frozen=True)
+class FlatBucket:
+    """Tensors laid end to end in one byte buffer: what a collective (`torch.distributed.broadcast`) or an IPC handle
+    sends at once. `entries` are `(name, dtype, shape, byte offset)`; offsets are multiples of `ALIGNMENT` bytes."""
+
+    buffer: torch.Tensor  # uint8, 1-D, on the tensors' device
+    entries: tuple[tuple[str, torch.dtype, tuple[int, ...], int], ...]
+
+    ALIGNMENT = 16
+
+    def tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """The `(name, tensor)` pairs, as views of the buffer (no copy): on the receiving side too, given a buffer
+        of the same bytes (`FlatBucket(received, entries)`)."""
+        return [(name, self.buffer[offset:offset + math.prod(shape) * dtype.itemsize].view(dtype).view(shape))
+                for name, dtype, shape, offset in self.entries]
+
+
+def flat_buckets(tensors: Iterable[tuple[str, torch.Tensor]], size: int) -> Iterator[FlatBucket]:
+    """`buckets(tensors, size)`, each copied into one contiguous byte buffer of its own size on its device (each
+    tensor copied once, whatever its strides; the buffer may exceed `size` by the alignment of its entries, and is
+    a tensor's own size for one larger than `size`). Raises ValueError for a size under 1."""
+    import torch
+
+    for bucket in buckets(tensors, size):
+        entries, offset = [], 0
+        for name, tensor in bucket:
+            entries.append((name, tensor.dtype, tuple(tensor.shape), offset))
+            offset += -(-tensor.numel() * tensor.element_size() // FlatBucket.ALIGNMENT) * FlatBucket.ALIGNMENT
+        flat = FlatBucket(torch.empty(offset, dtype=torch.uint8, device=bucket[0][1].device), tuple(entries))
+        for (_, tensor), (_, view) in zip(bucket, flat.tensors()):
+            view.copy_(tensor)
+        yield flat
 
 
 def hf_config(native_config: dict, format: str | None = None, layout: str | None = None, *,

@@ -3,7 +3,10 @@
 An op maps one HF tensor part to its native layout (`to_native`) and back (`to_hf`). Ops are applied to every
 part of a weight rule, before the parts are concatenated on the native side. Shapes are computed from headers
 alone, so a plan knows every shape before any tensor data is read. Arrays are numpy arrays of raw bits (see
-`weightport.core.dtypes`): layout changes never look at values.
+`weightport.core.dtypes`) in the file runtime, torch tensors in memory (`weightport.stream`): layout changes never
+look at values, and on torch tensors a transpose, a reshape and a split are views (a split along the first
+dimension, or a reshape of contiguous bytes, stays contiguous); only a concatenation or a reshape that no strides
+allow copies.
 """
 
 from __future__ import annotations
@@ -11,9 +14,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:  # torch is imported only by the in-memory path that hands it tensors
+    import torch  # noqa: F401
+
 Shape = tuple[int, ...]
+Array = "np.ndarray | torch.Tensor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,24 +71,16 @@ class Flatten:
         return shape[: self.dim] + tuple(sizes) + shape[self.dim + 1 :]
 
     def to_native(self, array: np.ndarray) -> np.ndarray:
-        return _reshape(array, self.native_shape(array.shape))
+        return array.reshape(self.native_shape(tuple(array.shape)))
 
     def to_hf(self, array: np.ndarray) -> np.ndarray:
-        return _reshape(array, self.hf_shape(array.shape))
+        return array.reshape(self.hf_shape(tuple(array.shape)))
 
     def __str__(self) -> str:
         return f"flatten({self.dim},{'x'.join(map(str, self.sizes))})"
 
 
 Op = T | Flatten
-
-
-def _reshape(array: np.ndarray, shape: Shape) -> np.ndarray:
-    """A reshaped view, or a reshaped copy when the strides allow no view (a transposed stack of experts)."""
-    try:
-        return np.reshape(array, shape, copy=False)
-    except ValueError:
-        return np.ascontiguousarray(array).reshape(shape)
 
 
 def native_shape(ops: tuple[Op, ...], shape: Shape) -> Shape:
@@ -99,21 +100,34 @@ def keeps_bytes(ops: tuple[Op, ...], dim: int) -> bool:
     return dim == 0 and all(isinstance(op, Flatten) for op in ops)
 
 
-def to_native(ops: tuple[Op, ...], dim: int, parts: list[np.ndarray]) -> np.ndarray:
-    """Apply the ops to each HF part, then concatenate along `dim`."""
+def to_native(ops: tuple[Op, ...], dim: int, parts: list[Array]) -> Array:
+    """Apply the ops to each HF part (numpy arrays or torch tensors), then concatenate along `dim` (a single part is
+    returned as the ops leave it: the same object when there are none)."""
     converted = []
     for part in parts:
         for op in ops:
             part = op.to_native(part)
         converted.append(part)
-    return converted[0] if len(converted) == 1 else np.concatenate(converted, dim)
+    if len(converted) == 1:
+        return converted[0]
+    if isinstance(converted[0], np.ndarray):
+        return np.concatenate(converted, dim)
+    import torch as torch_
+
+    return torch_.cat(converted, dim)
 
 
-def to_hf(ops: tuple[Op, ...], dim: int, array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    """Split along `dim` into parts of `sizes` (native layout), then undo the ops on each part."""
+def to_hf(ops: tuple[Op, ...], dim: int, array: Array, sizes: list[int]) -> list[Array]:
+    """Split `array` (a numpy array or a torch tensor) along `dim` into parts of `sizes` (native layout), views of it,
+    then undo the ops on each part. Raises ValueError if the sizes do not add up to the dimension."""
     if sum(sizes) != array.shape[dim]:
         raise ValueError(f"parts of sizes {sizes} do not add up to dim {dim} of shape {list(array.shape)}")
-    parts = np.split(array, np.cumsum(sizes)[:-1], dim) if len(sizes) > 1 else [array]
+    if len(sizes) == 1:
+        parts = [array]
+    elif isinstance(array, np.ndarray):
+        parts = np.split(array, np.cumsum(sizes)[:-1], dim)
+    else:
+        parts = list(array.split(sizes, dim))
     out = []
     for part in parts:
         for op in reversed(ops):

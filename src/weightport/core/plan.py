@@ -111,10 +111,11 @@ def site_names(names: list[str]) -> str:
     return " and ".join(whole + ([f"native {', '.join(named)}"] if named else []))
 
 
-def choose(bindings: list[Binding], holds: Callable[[str], bool] | None = None
+def choose(bindings: list[Binding], holds: Callable[[str], bool] | None = None, prefer: str | None = None
            ) -> tuple[list[Binding], list[str], list[str]]:
-    """Keep one option of each `Alternatives` site: the first (the layout an export writes) without `holds`, else
-    the first whose HF tensors `holds` all (bindings outside the native model already left out). Returns the kept
+    """Keep one option of each `Alternatives` site: without `holds`, the option named `prefer` where the site has
+    one, else the first (the layout an export writes); with `holds`, the first whose HF tensors `holds` all (bindings
+    outside the native model already left out). Returns the kept
     bindings, notes on sites read in another option than the first, and one problem line for the sites no option
     fits (with what each option lacks); there the option holding most tensors is kept, so that the usual coverage
     lines say the rest."""
@@ -128,7 +129,7 @@ def choose(bindings: list[Binding], holds: Callable[[str], bool] | None = None
     for site, options in sites.items():
         names = {option: [h for b in bs if not b.carried for h in b.hf] for option, bs in options.items()}
         if holds is None:
-            chosen[site] = next(iter(options))
+            chosen[site] = prefer if prefer in options else next(iter(options))
             continue
         fits = [option for option, hf in names.items() if all(map(holds, hf))]
         if fits:

@@ -30,7 +30,7 @@ STACKED = (
     Tensor("layer_1.weight", "experts.gate_up_proj", ops=(Flatten(0, ("experts", -1)),)),
     Tensor("layer_2.weight", "experts.down_proj", ops=(T(), Flatten(0, ("experts", -1)))),
 )
-MOE = Alternatives("mlp", {"per_expert": ("block_sparse_moe", PER_EXPERT), "stacked": ("mlp", STACKED)})
+MOE = Alternatives("mlp", {"save_pretrained": ("block_sparse_moe", PER_EXPERT), "state_dict": ("mlp", STACKED)})
 
 SPEC = mistral.SPEC.extend(name="mixtral", architecture="MixtralForCausalLM", hf_class=HF_CLASS, config=(
     Constant("moe", native=f"{P}.type", reason="every Mixtral layer routes to experts"),
