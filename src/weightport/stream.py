@@ -178,7 +178,8 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, torch.Tensor]], form
                if b.alternative is None or layouts.get(b.alternative[0], first[b.alternative[0]]) == b.alternative[1]]
     unchecked = sorted(f"the original of the tied copy {copy}" for copy in held if copy in originals)
     if missing or unchecked:
-        raise CoverageError(report(f"{spec.name}: tensors never arrived", sorted(missing) + unchecked))
+        hint = ("; a model's named_parameters() leaves out its buffers (state_dict() has them)" if missing else "")
+        raise CoverageError(report(f"{spec.name}: tensors never arrived{hint}", sorted(missing) + unchecked))
 
 
 def export_hf(native_config: dict, tensors: Iterable[tuple[str, torch.Tensor]], format: str | None = None, *,
