@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from weightport import families
+from weightport import distributed, families
 from weightport.core import config_rules, layouts
 from weightport.core.hf_classes import BASE_KEYS
 from weightport.core.paths import MISSING, dotted, get, leaves, put, remove
@@ -621,26 +621,31 @@ class _Inputs:
 
 class _Outputs:
     """The runtime's sink: the shard writer (native names get the `/weights` suffix), and on import the writer of the
-    carried HF tensors (`kept`, by name)."""
+    carried HF tensors (`kept`, by name). Writes to the tensors of `elsewhere` (those of files another process writes)
+    are left out."""
 
     def __init__(self, writer: safetensors.ShardedWriter, inputs: _Inputs, suffix: str,
-                 keeper: safetensors.ShardedWriter | None = None, kept: set[str] = frozenset()):
+                 keeper: safetensors.ShardedWriter | None = None, kept: set[str] = frozenset(),
+                 elsewhere: set[str] = frozenset()):
         self.writer, self.inputs, self.suffix, self.keeper, self.kept = writer, inputs, suffix, keeper, kept
+        self.elsewhere = elsewhere
 
-    def _to(self, ref: Ref) -> tuple[safetensors.ShardedWriter, str]:
+    def _to(self, ref: Ref) -> tuple[safetensors.ShardedWriter, str] | None:
+        if ref.name in self.elsewhere:
+            return None
         return (self.keeper, ref.name) if ref.name in self.kept else (self.writer, ref.name + self.suffix)
 
     def write(self, ref: Ref, array: np.ndarray, offset: int = 0) -> None:
-        writer, name = self._to(ref)
-        writer.write(name, array, offset)
+        if (to := self._to(ref)) is not None:
+            to[0].write(to[1], array, offset)
 
     def write_block(self, ref: Ref, array: np.ndarray, at: tuple[int, int]) -> None:
-        writer, name = self._to(ref)
-        writer.write_block(name, array, at)
+        if (to := self._to(ref)) is not None:
+            to[0].write_block(to[1], array, at)
 
     def move(self, src: Ref, src_offset: int, dst: Ref, dst_offset: int, size: int) -> None:
-        writer, name = self._to(dst)
-        writer.copy(name, self.inputs.tensors[src.name], src_offset, dst_offset, size)
+        if (to := self._to(dst)) is not None:
+            to[0].copy(to[1], self.inputs.tensors[src.name], src_offset, dst_offset, size)
 
 
 def _carried_names(count: int) -> list[str]:
@@ -657,22 +662,30 @@ def _disjoint(native: dict, carried: dict) -> dict:
     return carried
 
 
-def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str | None = None,
-            format: str | None = None, dtype: str = "auto", hf_layout: str | None = None,
-            max_shard_size: int | str | None = None, overwrite: bool = False, workers: int = 2,
-            progress: Callable[[Step], None] | None = None, origin: str | Path | Origin | None = None,
-            modeling_code: str | Path | None = None, text_only: bool = False) -> Plan:
-    """Convert a checkpoint folder; the destination appears only when complete. Returns the plan it ran (its notes
-    say what was carried, which HF keys were not restored and which modeling files are missing). `origin`: see
-    `open_checkpoint`; `modeling_code`, `text_only`: see `plan`. `max_shard_size`: the largest output file, in bytes
-    or as text ("5GB", "500MB"); None: one file. Raises what `plan` raises, ConfigError for a shard size that cannot
-    be read, and OutputError if the destination exists (without `overwrite`) or is, holds or lies inside an input
-    (the source, the origin or the modeling code folder)."""
-    if isinstance(max_shard_size, str):
-        try:
-            max_shard_size = safetensors.parse_size(max_shard_size)
-        except ValueError as err:
-            raise ConfigError(f"max_shard_size={max_shard_size!r}: {err}") from None
+@dataclass(frozen=True)
+class _Job:
+    """A planned conversion: its plan, source, and the output files (by path in the destination) with their tensors,
+    the native or HF shards first, then on import the files of the carried HF tensors under `hf_files/`."""
+
+    plan: Plan
+    src: Checkpoint
+    carried: list[Path]  # files copied unchanged
+    files: dict[str, list[safetensors.OutputTensor]]
+    kept: frozenset[str]  # names of the carried HF tensors (written under hf_files/ on import)
+    suffix: str
+
+    @property
+    def to_native(self) -> bool:
+        return self.plan.direction == "from_hf"
+
+    def file_of(self) -> dict[str, str]:
+        """The output file of each output tensor, by the name its step gives it."""
+        return {t.name.removesuffix(self.suffix): file for file, group in self.files.items() for t in group}
+
+
+def _prepare(source: str | Path | Checkpoint, to: str | None, format: str | None, dtype: str, hf_layout: str | None,
+             origin: str | Path | Origin | None, modeling_code: str | Path | None, text_only: bool,
+             max_shard_size: int | None) -> _Job:
     src = _open(source, format, origin, text_only)
     the_plan, carried = _plan(src, to, None, dtype, hf_layout, None, modeling_code)
     to_native = the_plan.direction == "from_hf"
@@ -681,38 +694,138 @@ def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str
     outputs = [safetensors.OutputTensor(ref.name + suffix, ref.dtype, ref.shape)
                for step in the_plan.steps if not (step.binding.carried and to_native) for ref in step.dst]
     names = native_ckpt.shard_names if to_native else safetensors.hf_shard_names
+    files = safetensors.shard_layout(outputs, max_shard_size, names)
+    if kept:
+        side = safetensors.shard_layout([safetensors.OutputTensor(r.name, r.dtype, r.shape) for r in kept],
+                                        max_shard_size, _carried_names)
+        files |= {f"{CARRIED_FOLDER}/{file}": group for file, group in side.items()}
+    return _Job(the_plan, src, carried, files, frozenset(r.name for r in kept), suffix)
+
+
+def _write(job: _Job, tmp: Path, max_shard_size: int | None, workers: int, progress: Callable[[Step], None] | None,
+           files: set[str] | None = None, checks: bool = True) -> None:
+    """Write the tensors of the output `files` (all: None) into `tmp`: the steps with an output there, and the
+    check steps (tied copies) if `checks`."""
+    carried_to = tmp / CARRIED_FOLDER if job.to_native and (job.carried or job.kept) else tmp
+    carried_to.mkdir(exist_ok=True)
+    main = [t for file, group in job.files.items() if not file.startswith(CARRIED_FOLDER + "/") for t in group]
+    side = [t for file, group in job.files.items() if file.startswith(CARRIED_FOLDER + "/") for t in group]
+    names = native_ckpt.shard_names if job.to_native else safetensors.hf_shard_names
+    where = job.file_of()
+    steps = [s for s in job.plan.steps if (checks if not s.dst else files is None
+                                             or any(where[r.name] in files for r in s.dst))]
+    elsewhere = set() if files is None else {name for name, file in where.items() if file not in files}
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(safetensors.ShardedWriter(
+            tmp, main, max_shard_bytes=max_shard_size, shard_names=names, metadata={"format": "pt"},
+            files=files))
+        keeper = None if not side else stack.enter_context(safetensors.ShardedWriter(
+            carried_to, side, max_shard_bytes=max_shard_size, shard_names=_carried_names, metadata={"format": "pt"},
+            files=None if files is None else {f.removeprefix(CARRIED_FOLDER + "/") for f in files}))
+        src = job.src
+        inputs = _Inputs({**src.tensors, **_disjoint(src.tensors, src.carried_tensors or {})})
+        try:
+            run(replace(job.plan, steps=tuple(steps)), inputs,
+                _Outputs(writer, inputs, job.suffix, keeper, job.kept, elsewhere), workers=workers,
+                progress=progress)
+        finally:
+            inputs.maps.close()
+        writer.close()
+        if keeper is not None:
+            keeper.close()
+
+
+def _finish(job: _Job, tmp: Path) -> None:
+    """Write what completes the output once every tensor is written: carried files, metadata or index and
+    config.json."""
+    carried_to = tmp / CARRIED_FOLDER if job.to_native and (job.carried or job.kept) else tmp
+    for file in job.carried:
+        shutil.copyfile(file, carried_to / file.name)
+    weight_map = {t.name: file for file, group in job.files.items() if not file.startswith(CARRIED_FOLDER + "/")
+                  for t in group}
+    if job.to_native:
+        src = job.src
+        extras = dict(job.plan.config["weightport"])
+        if any(b.carried for b in walk(src.spec.weights, src.config)):
+            extras["carried_tensors"] = sorted(f.removeprefix(CARRIED_FOLDER + "/") for f in job.files
+                                               if f.startswith(CARRIED_FOLDER + "/"))
+        meta = native_ckpt.metadata(src.explicit, src.spec.native_model, weight_map, extras)
+        native_ckpt.write_metadata(tmp, meta)
+        (tmp / "ok").touch()
+    else:
+        safetensors.write_hf_index(tmp, weight_map, sum(safetensors.file_bytes(g) for g in job.files.values()))
+        hf_config.write_config(tmp / "config.json", job.plan.config)
+
+
+def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str | None = None,
+            format: str | None = None, dtype: str = "auto", hf_layout: str | None = None,
+            max_shard_size: int | str | None = None, overwrite: bool = False, workers: int = 2,
+            progress: Callable[[Step], None] | None = None, origin: str | Path | Origin | None = None,
+            modeling_code: str | Path | None = None, text_only: bool = False) -> Plan:
+    """Convert a checkpoint folder; the destination appears only when complete. Returns the plan it ran (its notes
+    say what was carried, which HF keys were not restored and which modeling files are missing). `origin`: see
+    `open_checkpoint`; `modeling_code`, `text_only`: see `plan`. `max_shard_size`: the largest output file, in bytes
+    or as text ("5GB", "500MB"); None: one file. `progress` is called with each step once it is written.
+
+    When torch.distributed is initialized with several processes (`torchrun`, or a training job's own), every
+    process must call `convert` with the same arguments: each writes whole output files of its own (balanced by
+    bytes; one output file is written by one process), the first one finishes the output and moves it into place,
+    and the output is byte-identical to one process's. `progress` is then called on the first process for every
+    step of the job, on the others for their own. If any process fails, every process raises (ProcessError where
+    another failed) and nothing appears. See `weightport.distributed`.
+
+    Raises what `plan` raises, ConfigError for a shard size that cannot be read, and OutputError if the destination
+    exists (without `overwrite`) or is, holds or lies inside an input (the source, the origin or the modeling code
+    folder)."""
+    if isinstance(max_shard_size, str):
+        try:
+            max_shard_size = safetensors.parse_size(max_shard_size)
+        except ValueError as err:
+            raise ConfigError(f"max_shard_size={max_shard_size!r}: {err}") from None
+    group = distributed.current()
+    prepare = lambda: _prepare(source, to, format, dtype, hf_layout, origin, modeling_code,  # noqa: E731
+                               text_only, max_shard_size)
+    job = prepare() if group is None else group.together("planning", prepare)
+    src = job.src
     inputs = {src.path, *([src.origin.path] if src.origin else []), *([Path(modeling_code)] if modeling_code else [])}
-    with atomic_output(Path(destination), overwrite=overwrite, inputs=inputs) as tmp:
-        carried_to = tmp / CARRIED_FOLDER if to_native and (carried or kept) else tmp
-        carried_to.mkdir(exist_ok=True)
-        with contextlib.ExitStack() as stack:
-            writer = stack.enter_context(safetensors.ShardedWriter(
-                tmp, outputs, max_shard_bytes=max_shard_size, shard_names=names, metadata={"format": "pt"}))
-            keeper = None if not kept else stack.enter_context(safetensors.ShardedWriter(
-                carried_to, [safetensors.OutputTensor(r.name, r.dtype, r.shape) for r in kept],
-                max_shard_bytes=max_shard_size, shard_names=_carried_names, metadata={"format": "pt"}))
-            inputs = _Inputs({**src.tensors, **_disjoint(src.tensors, src.carried_tensors or {})})
+    if group is None:
+        with atomic_output(Path(destination), overwrite=overwrite, inputs=inputs) as tmp:
+            _write(job, tmp, max_shard_size, workers, progress)
+            _finish(job, tmp)
+        return job.plan
+    sizes = {file: safetensors.file_bytes(g) for file, g in job.files.items()}
+    owner = distributed.deal(sizes, group.size)
+    mine = {file for file, rank in owner.items() if rank == group.rank}
+    write = lambda tmp, relay: _write(job, tmp, max_shard_size, workers, relay, mine,  # noqa: E731
+                                      checks=group.rank == 0)
+    with distributed.stop_on_sigterm():
+        if group.rank != 0:
+            tmp = group.receive_folder()
             try:
-                run(the_plan, inputs, _Outputs(writer, inputs, suffix, keeper, {r.name for r in kept}),
-                    workers=workers, progress=progress)
-            finally:
-                inputs.maps.close()
-            writer.close()
-            if keeper is not None:
-                keeper.close()
-        for file in carried:
-            shutil.copyfile(file, carried_to / file.name)
-        if to_native:
-            extras = dict(the_plan.config["weightport"])
-            if any(b.carried for b in walk(src.spec.weights, src.config)):
-                extras["carried_tensors"] = sorted(set(keeper.weight_map.values())) if keeper is not None else []
-            meta = native_ckpt.metadata(src.explicit, src.spec.native_model, writer.weight_map, extras)
-            native_ckpt.write_metadata(tmp, meta)
-            (tmp / "ok").touch()
-        else:
-            safetensors.write_hf_index(tmp, writer)
-            hf_config.write_config(tmp / "config.json", the_plan.config)
-    return the_plan
+                with distributed.relay_progress(group, job.plan.steps, tmp, job.file_of(), owner, progress) as relay:
+                    group.together("writing the output files", lambda: write(tmp, relay))
+            except BaseException:  # no process has agreed that the files are written, so none moves them into
+                shutil.rmtree(tmp, ignore_errors=True)  # place: the first may be gone (killed) and leave them
+                raise
+            group.agree(None, "finishing the output")  # returns once the first process has moved it into place
+            return job.plan
+        told, written = False, False
+        try:
+            with atomic_output(Path(destination), overwrite=overwrite, inputs=inputs) as tmp:
+                group.send_folder(tmp)
+                told = True
+                with distributed.relay_progress(group, job.plan.steps, tmp, job.file_of(), owner, progress) as relay:
+                    group.together("writing the output files", lambda: write(tmp, relay))
+                written = True
+                _finish(job, tmp)
+        except Exception as err:
+            if not told:
+                group.send_folder(err)
+            elif written:
+                group.agree(err, "finishing the output")
+            raise
+        group.agree(None, "finishing the output")
+    return job.plan
 
 
 __all__ = ["Checkpoint", "Origin", "convert", "describing_formats", "export_config", "import_config", "not_restored",

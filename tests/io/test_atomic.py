@@ -61,3 +61,22 @@ def test_overwrite_failure_keeps_old(tmp_path: Path) -> None:
             raise ValueError
     assert (dst / "keep").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_leftovers_of_dead_writers_on_this_host_are_removed_and_others_kept(tmp_path: Path) -> None:
+    """A killed run's folder is removed by the next run on its host: named host-pid-token (pid-token before hosts
+    were named); a folder of another host (a shared file system) or of a live process is left alone."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid, host = int(dead.stdout), socket.gethostname()
+    names = {"dead_here": f".out.tmp-{host}-{pid}-ab12", "old_naming": f".out.tmp-{pid}-cd34",
+             "other_host": f".out.tmp-another-host-{pid}-ef56", "alive_here": f".out.tmp-{host}-{os.getpid()}-0a0b"}
+    for name in names.values():
+        (tmp_path / name).mkdir()
+    with atomic_output(tmp_path / "out") as tmp:
+        assert tmp.name.startswith(f".out.tmp-{host}-{os.getpid()}-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names["other_host"], names["alive_here"], "out"])

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from weightport import api, families, synth, tools
+from weightport import api, distributed, families, synth, tools
 from weightport.core.layouts import NAMES as LAYOUTS
 from weightport.core.runtime import nbytes
 from weightport.errors import WeightportError
@@ -108,13 +108,13 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _convert(args: argparse.Namespace) -> None:
+def _convert(args: argparse.Namespace, rank: int = 0) -> None:
     shard = args.max_shard_size
     start = time.perf_counter()
     source = api.open_checkpoint(args.src, args.format, origin=args.origin, text_only=args.text_only)
     plan = api.plan(source, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout, modeling_code=args.modeling_code)
     total = sum(nbytes(r) for step in plan.steps for r in step.dst)
-    bar = _progress(total, args.quiet)
+    bar = _progress(total, args.quiet or rank != 0)  # one display for the whole job
     try:
         api.convert(source, args.dst, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout, max_shard_size=shard,
                     overwrite=args.overwrite, workers=args.workers, modeling_code=args.modeling_code,
@@ -122,6 +122,8 @@ def _convert(args: argparse.Namespace) -> None:
     finally:
         if bar is not None:
             bar.close()
+    if rank != 0:
+        return
     values = sum(math.prod(r.shape) for s in plan.steps for r in s.dst)
     for note in plan.notes:
         print(f"note: {note}")
@@ -187,9 +189,11 @@ def _demo(folder: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    group = None
     try:
         if args.command == "convert":
-            _convert(args)
+            group = distributed.start_from_environment()  # under torchrun: one part of the job
+            _convert(args, group.rank if group else 0)
         elif args.command == "plan":
             plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout,
                             origin=args.origin, modeling_code=args.modeling_code, text_only=args.text_only)
@@ -220,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     except WeightportError as err:
         if args.debug:
             raise
-        print(f"weightport: error: {err}", file=sys.stderr)
+        if group is None or group.rank == 0 or getattr(err, "lost", False):  # the first process says what failed
+            where = f"process {group.rank}: " if group is not None and group.rank else ""
+            print(f"weightport: error: {where}{err}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         sys.stderr.close()
@@ -228,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("weightport: interrupted; nothing was written", file=sys.stderr)
         return 130
+    finally:
+        if group is not None:
+            distributed.stop()
     return 0
 
 

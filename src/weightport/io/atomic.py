@@ -1,17 +1,19 @@
 """All-or-nothing output folders.
 
-`atomic_output` hands out a fresh temporary folder next to the destination (named with the writer's process id)
-and renames it into place only when the block that fills it finishes without an exception; on any failure,
-including Ctrl-C, the temporary folder is removed and the destination is left exactly as it was. A run killed
-outright leaves its folder behind; the next run for the same destination removes it. A half-written checkpoint
-never appears under the destination name.
+`atomic_output` hands out a fresh temporary folder next to the destination (named with the writer's host and
+process id) and renames it into place only when the block that fills it finishes without an exception; on any
+failure, including Ctrl-C, the temporary folder is removed and the destination is left exactly as it was. A run
+killed outright leaves its folder behind; the next run for the same destination on the same host removes it. A
+half-written checkpoint never appears under the destination name.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -41,10 +43,13 @@ def _alive(pid: int) -> bool:
 
 
 def _clean_leftovers(dst: Path) -> None:
-    """Remove temporary folders that a killed run left beside `dst` (their writer process no longer exists)."""
-    for leftover in dst.parent.glob(f".{dst.name}.tmp-*"):
-        pid = leftover.name.rsplit("-", 2)[-2] if leftover.name.count("-") >= 2 else ""
-        if pid.isdigit() and not _alive(int(pid)):
+    """Remove temporary folders that a killed run left beside `dst`: those of this host whose writer process no
+    longer exists (a folder another host is writing, on a shared file system, is left alone)."""
+    prefix, host = f".{dst.name}.tmp-", socket.gethostname()
+    for leftover in dst.parent.glob(f"{glob.escape(prefix)}*"):
+        parts = leftover.name[len(prefix):].rsplit("-", 2)  # host-pid-token (pid-token before hosts were named)
+        writer, pid = (parts[0], parts[1]) if len(parts) == 3 else (host, parts[0])
+        if writer == host and pid.isdigit() and not _alive(int(pid)):
             _remove(leftover)
 
 
@@ -93,7 +98,7 @@ def atomic_output(dst: Path, *, overwrite: bool = False, inputs: Iterable[Path] 
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         _clean_leftovers(dst)
-        tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}"
+        tmp = dst.parent / f".{dst.name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(6)}"
         tmp.mkdir()  # not mkdtemp: the folder keeps the umask's permissions, not 0700
     except OSError as e:
         raise OutputError(f"cannot create a folder in {dst.parent}: {e.strerror or e}; "

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 
@@ -279,27 +279,44 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[done:], offset + done
 
 
+def shard_layout(tensors: Sequence[OutputTensor], max_shard_bytes: int | None,
+                 shard_names: Callable[[int], list[str]]) -> dict[str, list[OutputTensor]]:
+    """The shard files of an output, in order, each with its tensors: tensors in the given order, a new file
+    whenever the next tensor would take the current one past `max_shard_bytes` (None: one file). Raises
+    CoverageError for a tensor listed twice or of an unknown dtype."""
+    bad = [f"tensor {n!r} is listed {c} times" for n, c in Counter(t.name for t in tensors).items() if c > 1]
+    bad += [f"tensor {t.name!r}: unknown dtype {t.dtype!r}" for t in tensors if t.dtype not in DTYPE_SIZES]
+    if bad:
+        raise CoverageError(report("the output plan is invalid", bad, "fix the conversion plan"))
+    groups: list[list[OutputTensor]] = [[]]
+    size = 0
+    for t in tensors:
+        n = _nbytes(t.dtype, t.shape)
+        if max_shard_bytes is not None and groups[-1] and size + n > max_shard_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(t)
+        size += n
+    return dict(zip(shard_names(len(groups)), groups, strict=True))
+
+
+def file_bytes(group: Sequence[OutputTensor]) -> int:
+    """The data bytes of a shard's tensors (its header aside)."""
+    return sum(_nbytes(t.dtype, t.shape) for t in group)
+
+
 class ShardedWriter:
-    """Streaming writer of safetensors shards whose layout is fixed from the full tensor list up front."""
+    """Streaming writer of safetensors shards whose layout is fixed from the full tensor list up front (see
+    `shard_layout`). With `files`, only those shards are created and written (one process's part of a conversion
+    split across processes); `weight_map` still names the file of every tensor."""
 
     def __init__(self, folder: Path, tensors: Sequence[OutputTensor], *, max_shard_bytes: int | None,
-                 shard_names: Callable[[int], list[str]], metadata: dict[str, str] | None = None):
+                 shard_names: Callable[[int], list[str]], metadata: dict[str, str] | None = None,
+                 files: Collection[str] | None = None):
         self.folder = Path(folder)
-        bad = [f"tensor {n!r} is listed {c} times" for n, c in Counter(t.name for t in tensors).items() if c > 1]
-        bad += [f"tensor {t.name!r}: unknown dtype {t.dtype!r}" for t in tensors if t.dtype not in DTYPE_SIZES]
-        if bad:
-            raise CoverageError(report("the output plan is invalid", bad, "fix the conversion plan"))
-        groups: list[list[OutputTensor]] = [[]]
-        size = 0
-        for t in tensors:
-            n = _nbytes(t.dtype, t.shape)
-            if max_shard_bytes is not None and groups[-1] and size + n > max_shard_bytes:
-                groups.append([])
-                size = 0
-            groups[-1].append(t)
-            size += n
-        self.shards: list[str] = list(shard_names(len(groups)))
-        self.weight_map = {t.name: file for file, group in zip(self.shards, groups, strict=True) for t in group}
+        layout = shard_layout(tensors, max_shard_bytes, shard_names)
+        self.shards: list[str] = list(layout)
+        self.weight_map = {t.name: file for file, group in layout.items() for t in group}
         self.total_bytes = sum(_nbytes(t.dtype, t.shape) for t in tensors)
         self._slots: dict[str, tuple[OutputTensor, int, int]] = {}  # name -> (plan entry, fd, absolute offset)
         self._fds: list[int] = []
@@ -307,7 +324,9 @@ class ShardedWriter:
         self._blocks: dict[str, list[tuple[int, int, int, int]]] = {}  # name -> (row, col, rows, cols) written
         self._lock = threading.Lock()
         try:
-            for file, group in zip(self.shards, groups):
+            for file, group in layout.items():
+                if files is not None and file not in files:
+                    continue
                 with _os_errors(OutputError, f"cannot create {self.folder / file}",
                                 "write into a fresh folder with enough free space and write permission"):
                     self.folder.mkdir(parents=True, exist_ok=True)
@@ -460,12 +479,15 @@ def hf_shard_names(n: int) -> list[str]:
     return ["model.safetensors"] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
 
 
-def write_hf_index(folder: Path, writer: ShardedWriter) -> None:
-    """Write model.safetensors.index.json for a writer with more than one shard."""
-    index = {"metadata": {"total_size": writer.total_bytes}, "weight_map": dict(sorted(writer.weight_map.items()))}
+def write_hf_index(folder: Path, writer: ShardedWriter | dict[str, str], total_bytes: int | None = None) -> None:
+    """Write model.safetensors.index.json for output of more than one shard: that of a writer, or a weight map
+    (tensor name -> file) and the data bytes of all its tensors."""
+    weight_map, total = ((writer.weight_map, writer.total_bytes) if isinstance(writer, ShardedWriter)
+                         else (writer, total_bytes))
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     path = Path(folder) / "model.safetensors.index.json"
     with _os_errors(OutputError, f"cannot write {path}", "check free space and permissions"):
-        if len(writer.shards) > 1:
+        if len(set(weight_map.values())) > 1:
             path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
