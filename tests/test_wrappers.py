@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 import weightport
-from helpers import assert_same_tensors, cli, hf_config, tensors
+from helpers import assert_converts_as_saved, assert_same_tensors, cli, hf_config, tensors
 from weightport.errors import ConfigError
 
 transformers = pytest.importorskip("transformers")
@@ -133,6 +133,41 @@ def test_wrapper_through_native_and_back(name, tmp_path):
     tokens = torch.randint(3, 80, (2, 10), generator=torch.Generator().manual_seed(2))
     assert torch.equal(outputs(source, input_ids=tokens), outputs(load(name, tmp_path / "text", True),
                                                                   input_ids=tokens))
+
+
+def carried(native) -> dict[str, torch.Tensor]:
+    """The HF tensors a native folder keeps beside its model (`hf_files/carried*.safetensors`), by name."""
+    out: dict[str, torch.Tensor] = {}
+    for file in sorted((native / "hf_files").glob("carried*.safetensors")):
+        out |= load_file(file)
+    return out
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_wrappers_state_dict_saved_as_is_converts_as_its_save_pretrained_checkpoint(name, tmp_path):
+    """`model.state_dict()` saved as is: transformers 5's module names (`model.language_model.layers...`,
+    `model.vision_tower...`, `lm_head.weight`) where save_pretrained writes Llava's and Mistral 3's
+    `language_model.model.layers...`, `vision_tower...` (Gemma 4 names alike, its tied `lm_head.weight` copy aside).
+    It converts to the native checkpoint of the save_pretrained folder, carried tensors kept under the names
+    save_pretrained writes, and exports what save_pretrained writes, with the original model's logits."""
+    from test_state_dict_names import save_as_is
+
+    model = build(name, tmp_path / "saved")
+    save_as_is(model, tmp_path / "saved", tmp_path / "state_dict")
+    renamed = CASES[name][1] != "Gemma4ForConditionalGeneration"
+    assert set(tensors(tmp_path / "state_dict")).isdisjoint(tensors(tmp_path / "saved")) is renamed
+    notes = weightport.plan(tmp_path / "state_dict").notes
+    read = "the whole model: read from HF layout 'state_dict' (an export writes 'save_pretrained')"
+    assert (read in notes) is renamed
+    cli("convert", tmp_path / "saved", tmp_path / "native_saved")
+    assert_converts_as_saved(tmp_path, tmp_path / "state_dict")  # native tensors, metadata; exported tensors, config
+    kept = carried(tmp_path / "native")
+    assert kept and set(kept) <= set(tensors(tmp_path / "saved"))  # under the names save_pretrained writes
+    assert_same_tensors(kept, carried(tmp_path / "native_saved"))
+    assert "the same model" in cli("verify", tmp_path / "state_dict", tmp_path / "native").stdout
+    prompt = inputs(hf_config(tmp_path / "saved"))
+    for folder in ("state_dict", "back"):  # transformers loads both as the original model
+        assert torch.equal(outputs(load(name, tmp_path / folder), **prompt), outputs(model, **prompt)), folder
 
 
 def fastllm_saved(native, folder) -> None:
