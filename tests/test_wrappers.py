@@ -170,6 +170,21 @@ def test_a_wrappers_state_dict_saved_as_is_converts_as_its_save_pretrained_check
         assert torch.equal(outputs(load(name, tmp_path / folder), **prompt), outputs(model, **prompt)), folder
 
 
+def test_a_wrapper_checkpoint_naming_its_carried_parts_the_other_way_is_refused(tmp_path):
+    """The text model in module names, the vision tower in save_pretrained's: refused, naming both layouts."""
+    from test_state_dict_names import save_as_is
+
+    save_as_is(build("llava_clip", tmp_path / "saved"), tmp_path / "saved", tmp_path / "hf")
+    weights = load_file(tmp_path / "hf" / "model.safetensors")
+    weights = {n.removeprefix("model.") if n.startswith("model.vision_tower.") else n: t for n, t in weights.items()}
+    save_file(weights, tmp_path / "hf" / "model.safetensors", metadata={"format": "pt"})
+    failed = cli("convert", tmp_path / "hf", tmp_path / "native", check=False)
+    assert failed.returncode == 1 and not (tmp_path / "native").exists()
+    assert ("39 tensor(s) of carried parts named as in HF layout 'save_pretrained' of the whole model, the other "
+            "tensors as in layout 'state_dict': name them all one way (vision_tower.embeddings.class_embedding, "
+            in failed.stderr)
+
+
 def fastllm_saved(native, folder) -> None:
     """`native` as Fast-LLM saves it: no weightport metadata, no hf_files/."""
     shutil.copytree(native, folder, ignore=shutil.ignore_patterns("hf_files"))
