@@ -6,6 +6,7 @@ text model alone as its causal LM; a checkpoint Fast-LLM saved (no carried parts
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -279,10 +280,64 @@ def test_llava_formats_are_told_apart_by_their_vision_tower(tmp_path):
                    {"model_type": "llava"}, {"model_type": "llava", "vision_config": {"hidden_size": 32}}):
         assert families.detect(config) == "llava_clip"
     assert transformers.LlavaConfig().vision_config.model_type == "clip_vision_model"
-    with pytest.raises(ConfigError, match="siglip_vision_model.*pass --format"):
+    with pytest.raises(ConfigError, match="siglip_vision_model.*weightport does not convert this model"):
         families.detect({"model_type": "llava", "vision_config": {"model_type": "siglip_vision_model"}})
     build("llava_clip", tmp_path / "hf")  # a whole checkpoint: import, then export, by its own format
     plan = weightport.convert(tmp_path / "hf", tmp_path / "native")
     assert plan.family == "llava_clip"
     assert yaml.safe_load((tmp_path / "native" / "metadata.yaml").read_text())["metadata"]["weightport"][
         "format"] == "llava_clip"
+
+
+def siglip_llava(folder) -> None:
+    """A tiny Llava with a SigLIP vision tower, a kind neither llava nor llava_clip reads."""
+    vision = transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                             num_attention_heads=4, image_size=16, patch_size=4)
+    config = transformers.LlavaConfig(text_config=transformers.LlamaConfig(**BASE), vision_config=vision,
+                                      image_token_index=95, image_seq_length=16)
+    transformers.LlavaForConditionalGeneration(config).save_pretrained(folder)
+
+
+REFUSED = {  # (source, --format): what the error says after the key and its value
+    ("pixtral", "llava_clip"): "vision_config.model_type = 'pixtral', but format llava_clip needs "
+                               "vision_config.model_type 'clip_vision_model' or absent; it is a llava checkpoint: "
+                               "drop --format (or pass --format llava)",
+    ("clip", "llava"): "vision_config.model_type = 'clip_vision_model', but format llava needs "
+                       "vision_config.model_type 'pixtral'; it is a llava_clip checkpoint: drop --format (or pass "
+                       "--format llava_clip)",
+    ("siglip", "llava_clip"): "vision_config.model_type = 'siglip_vision_model', but format llava_clip needs "
+                              "vision_config.model_type 'clip_vision_model' or absent; no format reads it (llava: "
+                              "vision_config.model_type 'pixtral'): weightport does not convert this model",
+}
+
+
+@pytest.mark.parametrize("source, format", list(REFUSED))
+def test_a_format_whose_vision_tower_the_config_does_not_have_is_refused(source, format, tmp_path):
+    """`--format` (`format=`) cannot make a Llava of one vision tower another format of its model type: the values
+    that `detect_by` names are checked wherever a config.json is read as a format (CLI, API, streaming, --origin)."""
+    from test_transformers_models import build_llava
+
+    {"pixtral": lambda f: build_llava(f, tied=False, text="MistralConfig"), "clip": lambda f: build("llava_clip", f),
+     "siglip": siglip_llava}[source](tmp_path / "hf")
+    said = REFUSED[source, format]
+    for command in ("convert", "plan", "check"):
+        failed = cli(command, tmp_path / "hf", *(["native"] if command == "convert" else []), "--format", format,
+                     check=False)
+        assert failed.returncode == 1 and "Traceback" not in failed.stderr, command
+        assert f"weightport: error: config.json has {said}" in failed.stderr, command
+    assert not (tmp_path / "native").exists() and not (tmp_path / "hf" / "native").exists()
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        weightport.convert(tmp_path / "hf", tmp_path / "native", format=format)
+    assert not (tmp_path / "native").exists()
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        list(weightport.import_hf(hf_config(tmp_path / "hf"), tensors(tmp_path / "hf").items(), format=format))
+    if source == "siglip":  # without --format: refused too, naming what each format reads
+        failed = cli("convert", tmp_path / "hf", tmp_path / "native", check=False)
+        assert failed.returncode == 1 and "which no format of that type reads (llava: vision_config.model_type " \
+            "'pixtral'; llava_clip: vision_config.model_type 'clip_vision_model' or absent)" in failed.stderr
+        with pytest.raises(ConfigError, match=re.escape(said)):  # nor as the origin of a trained checkpoint
+            weightport.api.open_origin(tmp_path / "hf", format)
+    else:  # its own format converts it
+        weightport.convert(tmp_path / "hf", tmp_path / "native")
+        with pytest.raises(ConfigError, match=f"disagrees with --origin {re.escape(str(tmp_path / 'hf'))}"):
+            weightport.convert(tmp_path / "native", tmp_path / "back", origin=tmp_path / "hf", format=format)
