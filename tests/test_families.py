@@ -157,3 +157,36 @@ def test_transposes_by_blocks_equal_the_mapped_path(tmp_path, monkeypatch):
     weightport.convert(tmp_path / "blocks", tmp_path / "back", max_shard_size=20_000)
     assert len(list((tmp_path / "back").glob("*.safetensors"))) > 3
     assert_same_tensors(tensors(tmp_path / "back"), tensors(source))
+
+
+def test_formats_sharing_a_model_type_are_told_apart_and_refuse_each_others_configs(tmp_path):
+    """`detect_by` drives both `families.detect` and the check of a config.json read as a format (`format=`,
+    `import_config`): any two formats of one model type, not only Llava's."""
+    from dataclasses import replace
+
+    llama = families.load("llama")
+    first = replace(llama, name="toy_first", model_type="toy", detect_by={"toy_config.variant": ("first",)})
+    second = replace(llama, name="toy_second", model_type="toy", detect_by={"toy_config.variant": ("second", None)})
+    families.register(first)
+    families.register(second)
+    try:
+        config = synth.tiny_llama(model_type="toy", toy_config={"variant": "first"})
+        assert families.detect(config) == "toy_first" and families.detect({"model_type": "toy"}) == "toy_second"
+        said = ("config.json has toy_config.variant = 'first', but format toy_second needs toy_config.variant "
+                "'second' or absent; it is a toy_first checkpoint: drop --format (or pass --format toy_first)")
+        with pytest.raises(ConfigError, match=said.replace("(", r"\(").replace(")", r"\)")):
+            api.import_config(second, config)
+        synth.write_hf(tmp_path / "hf", config, format="toy_first")
+        with pytest.raises(ConfigError, match="format toy_second needs toy_config.variant"):
+            weightport.convert(tmp_path / "hf", tmp_path / "native", format="toy_second")
+        assert not (tmp_path / "native").exists()
+        assert weightport.convert(tmp_path / "hf", tmp_path / "native").family == "toy_first"
+        other = synth.tiny_llama(model_type="toy", toy_config={"variant": "third"})
+        with pytest.raises(ConfigError, match="toy_config.variant = 'third', but format toy_first needs "
+                                              "toy_config.variant 'first'; no format reads it \\(toy_second: "
+                                              "toy_config.variant 'second' or absent\\): weightport does not convert"):
+            api.import_config(first, other)
+        families.check(llama, other)  # a format of another model type leaves it to the model_type rule
+    finally:
+        families.unregister("toy_first")
+        families.unregister("toy_second")

@@ -6,6 +6,7 @@ text model alone as its causal LM; a checkpoint Fast-LLM saved (no carried parts
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -14,7 +15,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 import weightport
-from helpers import assert_same_tensors, cli, hf_config, tensors
+from helpers import assert_converts_as_saved, assert_same_tensors, cli, hf_config, tensors
 from weightport.errors import ConfigError
 
 transformers = pytest.importorskip("transformers")
@@ -135,6 +136,56 @@ def test_wrapper_through_native_and_back(name, tmp_path):
                                                                   input_ids=tokens))
 
 
+def carried(native) -> dict[str, torch.Tensor]:
+    """The HF tensors a native folder keeps beside its model (`hf_files/carried*.safetensors`), by name."""
+    out: dict[str, torch.Tensor] = {}
+    for file in sorted((native / "hf_files").glob("carried*.safetensors")):
+        out |= load_file(file)
+    return out
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_wrappers_state_dict_saved_as_is_converts_as_its_save_pretrained_checkpoint(name, tmp_path):
+    """`model.state_dict()` saved as is: transformers 5's module names (`model.language_model.layers...`,
+    `model.vision_tower...`, `lm_head.weight`) where save_pretrained writes Llava's and Mistral 3's
+    `language_model.model.layers...`, `vision_tower...` (Gemma 4 names alike, its tied `lm_head.weight` copy aside).
+    It converts to the native checkpoint of the save_pretrained folder, carried tensors kept under the names
+    save_pretrained writes, and exports what save_pretrained writes, with the original model's logits."""
+    from test_state_dict_names import save_as_is
+
+    model = build(name, tmp_path / "saved")
+    save_as_is(model, tmp_path / "saved", tmp_path / "state_dict")
+    renamed = CASES[name][1] != "Gemma4ForConditionalGeneration"
+    assert set(tensors(tmp_path / "state_dict")).isdisjoint(tensors(tmp_path / "saved")) is renamed
+    notes = weightport.plan(tmp_path / "state_dict").notes
+    read = "the whole model: read from HF layout 'state_dict' (an export writes 'save_pretrained')"
+    assert (read in notes) is renamed
+    cli("convert", tmp_path / "saved", tmp_path / "native_saved")
+    assert_converts_as_saved(tmp_path, tmp_path / "state_dict")  # native tensors, metadata; exported tensors, config
+    kept = carried(tmp_path / "native")
+    assert kept and set(kept) <= set(tensors(tmp_path / "saved"))  # under the names save_pretrained writes
+    assert_same_tensors(kept, carried(tmp_path / "native_saved"))
+    assert "the same model" in cli("verify", tmp_path / "state_dict", tmp_path / "native").stdout
+    prompt = inputs(hf_config(tmp_path / "saved"))
+    for folder in ("state_dict", "back"):  # transformers loads both as the original model
+        assert torch.equal(outputs(load(name, tmp_path / folder), **prompt), outputs(model, **prompt)), folder
+
+
+def test_a_wrapper_checkpoint_naming_its_carried_parts_the_other_way_is_refused(tmp_path):
+    """The text model in module names, the vision tower in save_pretrained's: refused, naming both layouts."""
+    from test_state_dict_names import save_as_is
+
+    save_as_is(build("llava_clip", tmp_path / "saved"), tmp_path / "saved", tmp_path / "hf")
+    weights = load_file(tmp_path / "hf" / "model.safetensors")
+    weights = {n.removeprefix("model.") if n.startswith("model.vision_tower.") else n: t for n, t in weights.items()}
+    save_file(weights, tmp_path / "hf" / "model.safetensors", metadata={"format": "pt"})
+    failed = cli("convert", tmp_path / "hf", tmp_path / "native", check=False)
+    assert failed.returncode == 1 and not (tmp_path / "native").exists()
+    assert ("39 tensor(s) of carried parts named as in HF layout 'save_pretrained' of the whole model, the other "
+            "tensors as in layout 'state_dict': name them all one way (vision_tower.embeddings.class_embedding, "
+            in failed.stderr)
+
+
 def fastllm_saved(native, folder) -> None:
     """`native` as Fast-LLM saves it: no weightport metadata, no hf_files/."""
     shutil.copytree(native, folder, ignore=shutil.ignore_patterns("hf_files"))
@@ -229,10 +280,64 @@ def test_llava_formats_are_told_apart_by_their_vision_tower(tmp_path):
                    {"model_type": "llava"}, {"model_type": "llava", "vision_config": {"hidden_size": 32}}):
         assert families.detect(config) == "llava_clip"
     assert transformers.LlavaConfig().vision_config.model_type == "clip_vision_model"
-    with pytest.raises(ConfigError, match="siglip_vision_model.*pass --format"):
+    with pytest.raises(ConfigError, match="siglip_vision_model.*weightport does not convert this model"):
         families.detect({"model_type": "llava", "vision_config": {"model_type": "siglip_vision_model"}})
     build("llava_clip", tmp_path / "hf")  # a whole checkpoint: import, then export, by its own format
     plan = weightport.convert(tmp_path / "hf", tmp_path / "native")
     assert plan.family == "llava_clip"
     assert yaml.safe_load((tmp_path / "native" / "metadata.yaml").read_text())["metadata"]["weightport"][
         "format"] == "llava_clip"
+
+
+def siglip_llava(folder) -> None:
+    """A tiny Llava with a SigLIP vision tower, a kind neither llava nor llava_clip reads."""
+    vision = transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                             num_attention_heads=4, image_size=16, patch_size=4)
+    config = transformers.LlavaConfig(text_config=transformers.LlamaConfig(**BASE), vision_config=vision,
+                                      image_token_index=95, image_seq_length=16)
+    transformers.LlavaForConditionalGeneration(config).save_pretrained(folder)
+
+
+REFUSED = {  # (source, --format): what the error says after the key and its value
+    ("pixtral", "llava_clip"): "vision_config.model_type = 'pixtral', but format llava_clip needs "
+                               "vision_config.model_type 'clip_vision_model' or absent; it is a llava checkpoint: "
+                               "drop --format (or pass --format llava)",
+    ("clip", "llava"): "vision_config.model_type = 'clip_vision_model', but format llava needs "
+                       "vision_config.model_type 'pixtral'; it is a llava_clip checkpoint: drop --format (or pass "
+                       "--format llava_clip)",
+    ("siglip", "llava_clip"): "vision_config.model_type = 'siglip_vision_model', but format llava_clip needs "
+                              "vision_config.model_type 'clip_vision_model' or absent; no format reads it (llava: "
+                              "vision_config.model_type 'pixtral'): weightport does not convert this model",
+}
+
+
+@pytest.mark.parametrize("source, format", list(REFUSED))
+def test_a_format_whose_vision_tower_the_config_does_not_have_is_refused(source, format, tmp_path):
+    """`--format` (`format=`) cannot make a Llava of one vision tower another format of its model type: the values
+    that `detect_by` names are checked wherever a config.json is read as a format (CLI, API, streaming, --origin)."""
+    from test_transformers_models import build_llava
+
+    {"pixtral": lambda f: build_llava(f, tied=False, text="MistralConfig"), "clip": lambda f: build("llava_clip", f),
+     "siglip": siglip_llava}[source](tmp_path / "hf")
+    said = REFUSED[source, format]
+    for command in ("convert", "plan", "check"):
+        failed = cli(command, tmp_path / "hf", *(["native"] if command == "convert" else []), "--format", format,
+                     check=False)
+        assert failed.returncode == 1 and "Traceback" not in failed.stderr, command
+        assert f"weightport: error: config.json has {said}" in failed.stderr, command
+    assert not (tmp_path / "native").exists() and not (tmp_path / "hf" / "native").exists()
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        weightport.convert(tmp_path / "hf", tmp_path / "native", format=format)
+    assert not (tmp_path / "native").exists()
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        list(weightport.import_hf(hf_config(tmp_path / "hf"), tensors(tmp_path / "hf").items(), format=format))
+    if source == "siglip":  # without --format: refused too, naming what each format reads
+        failed = cli("convert", tmp_path / "hf", tmp_path / "native", check=False)
+        assert failed.returncode == 1 and "which no format of that type reads (llava: vision_config.model_type " \
+            "'pixtral'; llava_clip: vision_config.model_type 'clip_vision_model' or absent)" in failed.stderr
+        with pytest.raises(ConfigError, match=re.escape(said)):  # nor as the origin of a trained checkpoint
+            weightport.api.open_origin(tmp_path / "hf", format)
+    else:  # its own format converts it
+        weightport.convert(tmp_path / "hf", tmp_path / "native")
+        with pytest.raises(ConfigError, match=f"disagrees with --origin {re.escape(str(tmp_path / 'hf'))}"):
+            weightport.convert(tmp_path / "native", tmp_path / "back", origin=tmp_path / "hf", format=format)

@@ -100,6 +100,7 @@ def import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str]:
 
 
 def _import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str, list[str]]:
+    families.check(spec, raw)  # a config.json of another format of the same model_type, chosen with --format
     normalized, layout = layouts.normalize(raw, spec.layouts)
     undefined: tuple = ()
     if spec.hf_class is not None:

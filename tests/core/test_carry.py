@@ -46,9 +46,18 @@ def test_an_empty_carried_part_is_fine_and_a_tensor_outside_every_part_is_refuse
 
 
 def test_a_checkpoint_mixing_two_namings_is_refused():
-    with pytest.raises(CoverageError, match="model.vision_tower.x"):
+    """A carried part named as the other layout names it, beside a text model in one layout: both layouts named."""
+    with pytest.raises(CoverageError, match=r"1 tensor\(s\) of carried parts named as in HF layout 'modules' of the "
+                                            r"whole model, the other tensors as in layout 'saved': name them all one "
+                                            r"way \(model.vision_tower.x\)"):
         plan("from_hf", {"language_model.embed.weight": Ref("e", (4, 2), "F32"),
                          "model.vision_tower.x": Ref("model.vision_tower.x", (1,), "F32")})
+    with pytest.raises(CoverageError, match=r"2 tensor\(s\) of carried parts named as in HF layout 'saved' .* "
+                                            r"layout 'modules'"):
+        plan("from_hf", {"model.language_model.embed.weight": Ref("e", (4, 2), "F32"), **TOWER})
+    with pytest.raises(CoverageError, match="claimed by no rule: model.audio_tower.x"):  # in no layout's parts
+        plan("from_hf", {"language_model.embed.weight": Ref("e", (4, 2), "F32"),
+                         "model.audio_tower.x": Ref("model.audio_tower.x", (1,), "F32")})
 
 
 def test_carried_parts_lists_the_exported_prefixes():

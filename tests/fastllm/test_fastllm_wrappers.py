@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 from test_wrappers import build  # noqa: E402 - needs transformers
 
 TEXT_FORMATS = {"gemma4_dense": "gemma4", "gemma4_moe_untied": "gemma4", "mistral3": "mistral",
-                "mistral3_tied": "mistral"}
+                "mistral3_tied": "mistral", "llava_clip": "llama", "llava_clip_mistral_tied": "mistral"}
 
 
 def test_fastllm_loads_each_wrappers_native_checkpoint_as_its_text_model(tmp_path):

@@ -256,6 +256,8 @@ def build(family: str, direction: str, bindings: list[Binding], inventory: dict[
             out = dtype or src.dtype
             steps.append(Step((src,), tuple(Ref(r.name, r.shape, out) for r in hf_refs), b))
     checks = []
+    chosen = {b.alternative[0]: b.alternative[1] for b in active + carries if b.alternative is not None}
+    crossed: dict[tuple[str, str], list[str]] = defaultdict(list)  # carried tensors named as an option not chosen
     if direction == "from_hf":
         for tied, to in tied_copies(active, [b for b in bindings if b.native not in inventory]):
             copy, original = tied.hf[0], to.hf[0]
@@ -271,10 +273,15 @@ def build(family: str, direction: str, bindings: list[Binding], inventory: dict[
             checks.append(Step((a, b), (), tied))
             notes += (f"{copy} is a tied copy of {original} (as config.json says): the conversion checks that it is "
                       "bit-equal before anything is written, then drops it",)
+        elsewhere = [b for b in bindings if b.carried and b.alternative is not None and b not in carries]
         for name in [n for n in sources if n not in seen_hf]:
             b = _carrier(carries, name, 1)
             if b is None:
-                extra.append(name)
+                other_layout = _carrier(elsewhere, name, 1)  # a carried part named as another layout names it
+                if other_layout is not None and other_layout.alternative[0] in chosen:
+                    crossed[other_layout.alternative].append(name)
+                else:
+                    extra.append(name)
                 continue
             src = sources[name]
             steps.append(Step((src,), (Ref(b.native + name[len(b.hf[0]):], src.shape, src.dtype),), b))
@@ -294,6 +301,9 @@ def build(family: str, direction: str, bindings: list[Binding], inventory: dict[
         unfit
         + [f"missing tensor: {n}" for n in group(missing)]
         + [f"tensor claimed by no rule: {n}" for n in group(extra)]
+        + [f"{len(names)} tensor(s) of carried parts named as in HF layout {option!r} of {site_names([site])}, the "
+           f"other tensors as in layout {chosen[site]!r}: name them all one way ({_brief(names)})"
+           for (site, option), names in crossed.items()]
         + [f"wrong shape: {s}" for s in shapes]
         + [f"tensor claimed twice: {s}" for s in twice]
         + other

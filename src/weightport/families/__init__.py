@@ -50,20 +50,62 @@ def detect(config: object) -> str:
     sharing = []
     for name in names():
         spec = load(name)
-        if model_type == spec.model_type or model_type in spec.aliases:
-            if all(_value(config, key) in values for key, values in spec.detect_by.items()):
+        if _has_type(spec, model_type):
+            if not _unmatched(spec, config):
                 return name
             sharing.append(spec)
     if sharing:
-        told = "; ".join(f"{spec.name} has " + ", ".join(f"{key} in {list(values)}"
-                                                         for key, values in spec.detect_by.items())
-                         for spec in sharing)
-        found = ", ".join(f"{key} = {_value(config, key)!r}" for key in dict.fromkeys(
-            key for spec in sharing for key in spec.detect_by))
+        found = ", ".join(_found(config, key) for key in dict.fromkeys(k for spec in sharing for k in spec.detect_by))
         raise ConfigError(f"config.json has model_type {model_type!r} and {found}, which no format of that type "
-                          f"reads ({told}); pass --format to choose one")
+                          f"reads ({_needs(sharing)}); weightport does not convert this model")
     found = "no model_type" if model_type is None else f"model_type {model_type!r}, which no supported format uses"
     raise ConfigError(f"config.json has {found} (supported: {', '.join(FAMILIES)}); pass --format to choose one")
+
+
+def check(spec: ModelSpec, config: dict) -> None:
+    """Raise ConfigError if an HF config.json of `spec`'s `model_type` lacks the values `spec.detect_by` names: the
+    config of another format of that type (or of none), given this format with --format. The message names the keys,
+    their values, the format the config is and what to do."""
+    if not isinstance(config, dict) or not _has_type(spec, config.get("model_type")):
+        return
+    wrong = _unmatched(spec, config)
+    if not wrong:
+        return
+    try:
+        other = detect(config)
+    except ConfigError:
+        others = [s for s in map(load, names()) if s.name != spec.name and _has_type(s, config.get("model_type"))]
+        told = f" ({_needs(others)})" if others else ""
+        hint = f"no format reads it{told}: weightport does not convert this model"
+    else:
+        hint = f"it is a {other} checkpoint: drop --format (or pass --format {other})"
+    raise ConfigError(f"config.json has {', '.join(_found(config, key) for key in wrong)}, but format {spec.name} "
+                      f"needs {_accepts(spec, wrong)}; {hint}")
+
+
+def _has_type(spec: ModelSpec, model_type: object) -> bool:
+    return model_type == spec.model_type or model_type in spec.aliases
+
+
+def _unmatched(spec: ModelSpec, config: dict) -> list[str]:
+    """The `detect_by` keys of `spec` whose values `config` does not have."""
+    return [key for key, values in spec.detect_by.items() if _value(config, key) not in values]
+
+
+def _found(config: dict, key: str) -> str:
+    value = _value(config, key)
+    return f"no {key}" if value is None else f"{key} = {value!r}"
+
+
+def _needs(specs: list[ModelSpec]) -> str:
+    """What each format's `detect_by` accepts: `llava: vision_config.model_type 'pixtral'`."""
+    return "; ".join(f"{spec.name}: {_accepts(spec)}" for spec in specs)
+
+
+def _accepts(spec: ModelSpec, keys: list[str] | None = None) -> str:
+    """The values `spec.detect_by` accepts (at `keys`): `vision_config.model_type 'clip_vision_model' or absent`."""
+    return ", ".join(f"{key} " + " or ".join("absent" if v is None else repr(v) for v in values)
+                     for key, values in spec.detect_by.items() if keys is None or key in keys)
 
 
 def _value(config: dict, key: str) -> object:
