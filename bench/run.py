@@ -1,8 +1,9 @@
 """Time `weightport convert` both ways against `cp -r` of the same checkpoint, in rounds that run each command once
 in a rotating order, and report medians, the ratio to `cp`, and peak RSS; optionally the naive transformers
-load-and-save path for reference.
+load-and-save path for reference, and the same conversions split across processes under torchrun.
 
     python bench/run.py llama-1b --runs 5 [--transformers] [--dtype float32] [--workdir /tmp/weightport-bench]
+    python bench/run.py llama-8b --runs 3 --processes 1 2      # also both ways with 2 processes (torchrun)
 
 Not part of the test suite. Checkpoints come from bench/make_checkpoint.py and are kept in the work folder.
 """
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="--dtype passed to weightport convert")
     parser.add_argument("--workers", default="2", help="--workers passed to weightport convert")
     parser.add_argument("--transformers", action="store_true", help="also time from_pretrained + save_pretrained")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1],
+                        help="process counts to time both directions with (torchrun for more than 1)")
     args = parser.parse_args()
 
     # Byte-compile the package first, as `pip install` does: an editable install on a machine that sets
@@ -63,11 +66,13 @@ def main() -> None:
     # reads a checkpoint that no other timed command wrote, and with --dtype both directions cast.
     native = args.workdir / args.shape / "native"
     subprocess.run([*weightport, str(source), str(native), "--overwrite", "--quiet"], check=True)
-    commands = {
-        "cp -r": ["cp", "-r", str(source), str(out)],
-        "hf -> native": [*weightport, str(source), str(out), *options],
-        "native -> hf": [*weightport, str(native), str(out), *options],
-    }
+    commands = {"cp -r": ["cp", "-r", str(source), str(out)]}
+    for n in args.processes:
+        launch = weightport if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                            f"--nproc-per-node={n}", "-m", "weightport", "convert"]
+        label = "" if n == 1 else f" ({n} processes)"
+        commands[f"hf -> native{label}"] = [*launch, str(source), str(out), *options]
+        commands[f"native -> hf{label}"] = [*launch, str(native), str(out), *options]
     if args.transformers:
         commands["transformers load+save"] = [sys.executable, "-c", NAIVE, str(source), str(out)]
     results: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
@@ -84,11 +89,11 @@ def main() -> None:
     floor = statistics.median(t for t, _ in results["cp -r"])
     print(f"{args.shape}: {size / 1e9:.2f} GB, {args.runs} rounds, dtype {args.dtype}, "
           f"{args.workers} workers")
-    print(f"{'':<24} {'median s':>9} {'x cp':>6} {'peak RSS MB':>12}")
+    print(f"{'':<30} {'median s':>9} {'x cp':>6} {'GB/s':>6} {'peak RSS MB':>12}")
     for name, samples in results.items():
         median = statistics.median(t for t, _ in samples)
         rss = max(r for _, r in samples) / 2**20
-        print(f"{name:<24} {median:>9.2f} {median / floor:>6.2f} {rss:>12.0f}")
+        print(f"{name:<30} {median:>9.2f} {median / floor:>6.2f} {size / median / 1e9:>6.2f} {rss:>12.0f}")
 
 
 if __name__ == "__main__":
