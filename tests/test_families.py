@@ -104,6 +104,29 @@ def test_llama_refuses_a_sliding_window_and_mistral_keeps_it():
         api.export_config(families.load("llama"), native, "transformers5")
 
 
+def test_mistral3_ties_as_the_transformers_that_wrote_its_config_json():
+    """transformers 5 ties a Mistral3 model by the top-level `tie_word_embeddings` (default true) and writes it;
+    transformers 4 tied by the text config's (default false) and wrote its rotary as `rope_theta`. Mistral Small 3.1
+    and 3.2, in the 4 layout with neither key, hold an lm_head of their own: untied."""
+    spec = families.load("mistral3")
+
+    def tied(config: dict) -> bool:
+        return api.import_config(spec, config)[1]["tied_embedding_weight"]
+
+    v5 = fixture("mistral3")
+    text5 = {k: v for k, v in v5["text_config"].items() if k != "tie_word_embeddings"}
+    assert tied(v5) is True and tied(v5 | {"tie_word_embeddings": False}) is False
+    assert tied({k: v for k, v in v5.items() if k != "tie_word_embeddings"} | {"text_config": text5}) is True
+    text4 = {k: v for k, v in text5.items() if k != "rope_parameters"} | {"rope_theta": 1e9}
+    v4 = {k: v for k, v in v5.items() if k != "tie_word_embeddings"} | {"text_config": text4}
+    assert tied(v4) is False
+    assert tied(v4 | {"tie_word_embeddings": True}) is False  # transformers 4 does not read it
+    assert tied(v4 | {"text_config": text4 | {"tie_word_embeddings": True}}) is True
+    written = api.export_config(spec, api.import_config(spec, v4)[1], "transformers4")
+    assert "tie_word_embeddings" not in written and written["text_config"]["tie_word_embeddings"] is False
+    assert "rope_theta" in written["text_config"] and tied(written) is False
+
+
 def test_all_config_problems_are_reported_together():
     source = fixture("llama") | {"rope_interleaved": True, "hidden_act": "gelu_fast",
                                  "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}

@@ -4,11 +4,14 @@ for, are carried unchanged, and so are their config keys. The native model is th
 
 Tensors are named as `save_pretrained` writes them (`language_model.model.layers.0...`, transformers 5.24's `llava`
 conversion mapping, which `mistral3` uses) or by the modules (`model.language_model.layers.0...`, what
-`model.state_dict()` holds); both are read. `lm_head` is tied by the top-level `tie_word_embeddings` (default true).
+`model.state_dict()` holds); both are read. `lm_head` is tied by the top-level `tie_word_embeddings` (default true),
+which transformers 5 reads and writes. transformers 4 tied by the text model's (MistralConfig's default false) and
+wrote no top-level key: a config.json in its layout (Mistral Small 3.1 and 3.2, which hold an `lm_head` of their own)
+is read so, and written so on export in that layout.
 """
 
 from weightport.families import llama, llava, mistral
-from weightport.spec import Carry, HFClass, Ignore, ModelSpec, Section, Sub, TextModel
+from weightport.spec import ROTARY_V4, Carry, HFClass, Ignore, ModelSpec, Relayout, Section, Sub, TextModel
 
 CONFIG = (
     *TextModel("text_config", mistral.SPEC.config, "mistral"),
@@ -20,6 +23,26 @@ CONFIG = (
 CHECKPOINT = (Carry("vision_tower"), Carry("multi_modal_projector"), Section("", "language_model", llama.WEIGHTS))
 WEIGHTS = llava.namings(CHECKPOINT)
 
+
+def _tied_by_text(config: dict) -> dict:
+    """transformers 4's Mistral3 ties by its text config (`get_text_config().tie_word_embeddings`, default false);
+    the top-level key, which transformers 5 reads, takes that value."""
+    text = config.get("text_config")
+    return {**config, "tie_word_embeddings": text.get("tie_word_embeddings", False) if isinstance(text, dict)
+            else False}
+
+
+def _tied_in_text(config: dict) -> dict:
+    out = dict(config)
+    tied = out.pop("tie_word_embeddings", True)
+    if isinstance(out.get("text_config"), dict):
+        out["text_config"] = {**out["text_config"], "tie_word_embeddings": tied}
+    return out
+
+
+TRANSFORMERS4 = Relayout("transformers4", ROTARY_V4.detect, lambda c: _tied_by_text(ROTARY_V4.to_canonical(c)),
+                         lambda c: ROTARY_V4.from_canonical(_tied_in_text(c)))
+
 HF_CLASS = HFClass("Mistral3Config", "transformers 5.24.0 models/mistral3/configuration_mistral3.py", {
     "text_config": Sub({"mistral": mistral.HF_CLASS}, "mistral"), "vision_config": Sub({}, "pixtral"),
     "image_token_index": 10, "projector_hidden_act": "gelu", "vision_feature_layer": -1,
@@ -27,4 +50,5 @@ HF_CLASS = HFClass("Mistral3Config", "transformers 5.24.0 models/mistral3/config
 })
 
 SPEC = ModelSpec(name="mistral3", model_type="mistral3", architecture="Mistral3ForConditionalGeneration",
-                 config=CONFIG, weights=WEIGHTS, hf_class=HF_CLASS, text=("text_config", "mistral"))
+                 config=CONFIG, weights=WEIGHTS, layouts=(TRANSFORMERS4,), hf_class=HF_CLASS,
+                 text=("text_config", "mistral"))
