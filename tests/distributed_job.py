@@ -3,7 +3,8 @@
     torchrun --standalone --nproc-per-node N tests/distributed_job.py OUT SRC=DST [SRC=DST ...] [--kill-rank R]
 
 Each process records, in OUT/rank-<rank>.json, for each conversion the destination names of the steps its
-`progress` saw, or the error it raised. With `--kill-rank R`, process R kills itself (SIGKILL) at its first step.
+`progress` saw, or the error it raised. With `--kill-rank R`, process R kills itself (SIGKILL) at its first step;
+with `--fail-rank R`, an error is raised there instead (as a tensor that cannot be read or written would).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("pairs", nargs="+")
     parser.add_argument("--max-shard-size", default="64KB")
     parser.add_argument("--kill-rank", type=int)
+    parser.add_argument("--fail-rank", type=int)
     args = parser.parse_args()
     dist.init_process_group(backend="gloo")
     rank = dist.get_rank()
@@ -36,12 +38,14 @@ def main() -> None:
         def progress(step: object) -> None:
             if rank == args.kill_rank:
                 os.kill(os.getpid(), signal.SIGKILL)
+            if rank == args.fail_rank:
+                raise OSError(28, "No space left on device (injected)")
             seen.append([ref.name for ref in step.dst])
 
         try:
             weightport.convert(src, dst, max_shard_size=args.max_shard_size, progress=progress)
             record.append({"steps": seen})
-        except weightport.WeightportError as err:
+        except Exception as err:  # the job's own failure too, as the process that failed raises it
             record.append({"error": type(err).__name__, "message": str(err)})
             break
     (args.out / f"rank-{rank}.json").write_text(json.dumps(record))

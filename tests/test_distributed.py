@@ -112,3 +112,15 @@ def test_a_process_killed_mid_run_leaves_nothing_and_a_rerun_succeeds(sources, p
     rerun = torchrun(processes, JOB, tmp_path, f"{source}={out}", "--max-shard-size", SHARD)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     same_folders(out, sources / "dense" / "native")
+
+
+def test_a_failure_in_one_process_stops_every_process_and_leaves_nothing(sources, tmp_path):
+    source, out = sources / "moe" / "native", tmp_path / "back"
+    result = torchrun(3, JOB, tmp_path, f"{source}={out}", "--max-shard-size", SHARD, "--fail-rank", 2)
+    assert result.returncode != 0
+    records = [json.loads((tmp_path / f"rank-{rank}.json").read_text()) for rank in range(3)]
+    assert [r[0]["error"] for r in records] == ["ProcessError", "ProcessError", "OSError"]
+    assert all(r[0]["message"].startswith("process 2 of 3 failed while writing the output files, so every process "
+                                          "stops and nothing is written: OSError: [Errno 28] No space left on device")
+               for r in records[:2])
+    assert not out.exists() and leftovers(tmp_path) == []
