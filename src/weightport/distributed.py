@@ -212,16 +212,15 @@ def relay_progress(group: Group, steps: tuple, folder: Path, file_of: dict[str, 
         return owner[file_of[step.dst[0].name]] if step.dst else 0
 
     if group.rank != 0:
-        with open(mine, "a", encoding="ascii") as out:
-            def append(step: Any) -> None:
-                if reporter(step) == group.rank:
-                    with lock:
+        def append(step: Any) -> None:
+            if reporter(step) == group.rank:
+                with lock:  # opened and closed each time: another host reads it (close-to-open consistency)
+                    with open(mine, "a", encoding="ascii") as out:
                         out.write(f"{index[id(step)]}\n")
-                        out.flush()
-                        if progress is not None:
-                            progress(step)
+                    if progress is not None:
+                        progress(step)
 
-            yield append
+        yield append
         return
 
     def own(step: Any) -> None:
