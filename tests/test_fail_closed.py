@@ -7,6 +7,12 @@ or untouched when it already existed) with no `.<dst>.tmp-*` folder beside it.
 To keep some 25 subprocesses quick, the broken checkpoints are all built first and the commands run concurrently,
 once per module (`outcomes`); each test then checks its own outcome, and a broken promise fails with its own
 exception type (`Crashed`, `WrongExit`, `LeftOutput`, `VagueMessage`).
+
+Those cases all fail before any output is written. The last ones (24-26) fail after part of it is, at a point the
+test controls rather than at a moment it waits for: a source tensor that can no longer be read once the other steps
+are written (through the API's `progress`), a file size limit that only a file copied after every tensor exceeds,
+and a SIGKILL sent by the converting process to itself from `progress` half way; then a rerun succeeds and removes
+the killed run's temporary folder.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +36,11 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 import weightport
-from helpers import cli
+from helpers import cli, tensors
 from weightport import synth
+from weightport.core import runtime
+from weightport.errors import FormatError
+from weightport.io.safetensors import read_checkpoint
 
 # ---------------------------------------------------------------------------------------------------------------
 # What "fails closed" means, one exception type per broken promise.
@@ -391,45 +399,138 @@ def test_the_traps_are_live(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 24: a conversion killed with SIGKILL half way (no handler runs), then run again.
+# 24-26: failures after part of the output is written, at points the test controls (no race): a source tensor that
+# can no longer be read, a write the file system refuses, a SIGKILL. The destination never shows a partial checkpoint:
+# it is absent or, with --overwrite, exactly as it was; the temporary folder is removed, or after a kill removed by
+# the next run.
 
-BIG = synth.tiny_llama(hidden_size=1024, num_hidden_layers=8, vocab_size=32000, intermediate_size=2816,
-                       num_attention_heads=16, num_key_value_heads=8, head_dim=64)  # 160M values, 640 MB in F32
-# Casting every tensor makes the conversion last about 3 s (a plain copy of these files takes about 0.4 s).
-BIG_OPTIONS = ("--dtype", "bfloat16")
+REFERENCE_OPTIONS = ("--max-shard-size", "200KB")  # several output files, each far below FILE_LIMIT
+TOKENIZER_BYTES = 2_000_000  # a carried file, copied once every tensor is written
+FILE_LIMIT = 1_000_000  # RLIMIT_FSIZE: larger than every output file but the tokenizer
+
+
+def existing_destination(dst: Path, existing: bool) -> dict[str, bytes] | None:
+    """With `existing`, an earlier output at `dst` (which --overwrite would replace); its snapshot."""
+    if existing:
+        destination_exists(dst.parent / "src")
+    return snapshot(dst)
+
+
+def assert_unchanged(dst: Path, before: dict | None) -> None:
+    if snapshot(dst) != before:
+        raise LeftOutput(f"{dst} changed: before {before and sorted(before)}, after {sorted(snapshot(dst) or [])}")
+
+
+def tensors_written(dst: Path, reference: dict[str, torch.Tensor]) -> set[str]:
+    """The output tensors already in the files being written, in `dst` or its temporary folders: those equal to the
+    finished conversion's (`reference`)."""
+    written = {}
+    for folder in [dst, *dst.parent.glob(f".{dst.name}.tmp-*")]:
+        written |= tensors(folder) if folder.is_dir() else {}
+    return {name for name, tensor in written.items() if name in reference and torch.equal(tensor, reference[name])}
 
 
 @pytest.fixture(scope="module")
-def killed(tmp_path_factory):
-    """(source, destination, exit status) of a conversion SIGKILLed while writing its shards."""
-    root = tmp_path_factory.mktemp("killed")
-    src, dst = synth.write_hf(root / "big", BIG, seed=0), root / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "weightport", "convert", str(src), str(dst), *BIG_OPTIONS],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not any(tmp.glob("*.safetensors") for tmp in dst.parent.glob(f".{dst.name}.tmp-*")):
-            assert proc.poll() is None, f"the conversion ended (exit {proc.returncode}) before it was killed"
-            assert time.monotonic() < deadline, "no temporary output folder appeared"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        status = proc.wait()
-    yield src, dst, status
-    shutil.rmtree(root)  # about 2 GB
+def reference(sources) -> dict[str, torch.Tensor]:
+    """The native tensors of `sources["sharded"]` (the same model as `sources["hf"]`)."""
+    return tensors(sources["native"])
 
 
-def test_killed_conversion_leaves_no_destination(killed):
-    src, dst, status = killed
-    assert status == -signal.SIGKILL, "the conversion finished before it could be killed; use a larger checkpoint"
-    assert not dst.exists()
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "overwrite"])
+def test_a_tensor_unreadable_after_others_were_written_leaves_nothing(sources, reference, tmp_path, existing):
+    """Once every step but the last is written, the source file loses the bytes of the last step's tensor (a byte
+    move, read through the file, not a map): its read fails and the written steps are discarded."""
+    src, dst = tmp_path / "src", tmp_path / "out"
+    shutil.copytree(sources["sharded"], src)
+    before = existing_destination(dst, existing)
+    plan = weightport.plan(src)
+    last = plan.steps[-1]
+    assert runtime.moves(last, plan.direction) is not None
+    info = read_checkpoint(src)[last.src[0].name]
+    done, written = [], set()
+
+    def progress(step) -> None:
+        done.append(step)
+        if len(done) == len(plan.steps) - 1:
+            written.update(tensors_written(dst, reference))
+            os.truncate(info.file, info.start)
+
+    ends = rf"{info.file.name}: tensor '{last.src[0].name}' ends past the end of the file; re-download it"
+    with pytest.raises(FormatError, match=ends):
+        weightport.convert(src, dst, workers=1, overwrite=existing, progress=progress)
+    assert written == {ref.name for step in done for ref in step.dst}  # all but the last step were in the files
+    assert_unchanged(dst, before)
+    if leftovers(dst):
+        raise LeftOutput(f"temporary folders left beside {dst}: {leftovers(dst)}")
 
 
-def test_rerun_after_kill_succeeds_and_cleans_up(killed):
-    src, dst, _ = killed
-    result = cli("convert", src, dst, *BIG_OPTIONS, check=False)
-    assert result.returncode == 0, result.stderr
-    assert (dst / "metadata.yaml").is_file()
+@pytest.fixture(scope="module")
+def with_tokenizer(sources, tmp_path_factory) -> dict[str, tuple[Path, dict[str, int]]]:
+    """The sharded HF source with a large tokenizer.json, and its native conversion (which carries it); each with
+    the size of every file its conversion writes (without a limit)."""
+    root = tmp_path_factory.mktemp("with_tokenizer")
+    hf = root / "hf"
+    shutil.copytree(sources["sharded"], hf)
+    (hf / "tokenizer.json").write_text(json.dumps({"vocab": "x" * TOKENIZER_BYTES}))
+    weightport.convert(hf, root / "native")
+    out = {}
+    for side in ("hf", "native"):
+        cli("convert", root / side, root / f"{side}_converted", *REFERENCE_OPTIONS)
+        out[side] = root / side, {p.name: p.stat().st_size for p in (root / f"{side}_converted").rglob("*")
+                                  if p.is_file()}
+    return out
+
+
+def limit_file_size() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT, FILE_LIMIT))
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "overwrite"])
+@pytest.mark.parametrize("side", ["hf", "native"], ids=["hf_to_native", "native_to_hf"])
+def test_a_write_refused_after_every_tensor_was_written_leaves_nothing(with_tokenizer, tmp_path, side, existing):
+    """The command runs under a file size limit that every output file but the carried tokenizer.json fits in, so
+    the shards are all written before the file system refuses (EFBIG, as a full disk refuses with ENOSPC) to copy
+    the tokenizer; the command reports it as an error on the output and leaves nothing."""
+    (src, sizes), dst = with_tokenizer[side], tmp_path / "out"
+    assert max(size for name, size in sizes.items() if name != "tokenizer.json") < FILE_LIMIT
+    assert sizes["tokenizer.json"] > FILE_LIMIT and sum(name.endswith(".safetensors") for name in sizes) > 2
+    before = existing_destination(dst, existing)
+    command = [sys.executable, "-m", "weightport", "convert", src, dst, *REFERENCE_OPTIONS]
+    result = subprocess.run(list(map(str, command + ["--overwrite"] * existing)), capture_output=True, text=True,
+                            timeout=600, preexec_fn=limit_file_size)
+    assert_fails_closed(result, dst, before, code=1, says=("tokenizer.json", "File too large"))
+
+
+# Kill the process (SIGKILL: no handler runs) once `at` steps are written, one step at a time.
+KILL_AT = """
+import os, signal, sys, weightport
+src, dst, at, overwrite = sys.argv[1:]
+done = []
+def progress(step):
+    done.append(step)
+    if len(done) == int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+weightport.convert(src, dst, workers=1, overwrite=overwrite == "overwrite", progress=progress)
+"""
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "overwrite"])
+def test_a_conversion_killed_half_way_leaves_nothing_and_a_rerun_cleans_up(sources, reference, tmp_path,
+                                                                          existing):
+    src, dst = sources["sharded"], tmp_path / "out"
+    before = existing_destination(dst, existing)
+    steps = weightport.plan(src).steps
+    at = len(steps) // 2
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, str(src), str(dst), str(at), "overwrite" * existing],
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert_unchanged(dst, before)
+    assert len(leftovers(dst)) == 1  # the killed run could not remove its temporary folder
+    assert tensors_written(dst, reference) == {ref.name for step in steps[:at] for ref in step.dst}
+    rerun = cli("convert", src, dst, *["--overwrite"] * existing)
+    assert "wrote" in rerun.stdout
+    assert tensors_written(dst, reference) == set(reference) and (dst / "metadata.yaml").is_file()
     if leftovers(dst):
         raise LeftOutput(f"temporary folders left beside {dst}: {leftovers(dst)}")

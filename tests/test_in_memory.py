@@ -141,6 +141,64 @@ def test_parts_of_one_tensor_on_other_dtypes_are_refused(checkpoints):
         list(weightport.import_hf(hf_config, given.items()))
 
 
+# Streaming: each output as soon as its inputs have arrived
+
+
+class Given:
+    """`(name, tensor)` pairs given one at a time, recording the names taken so far."""
+
+    def __init__(self, pairs):
+        self.pairs, self.taken = list(pairs), []
+
+    def __iter__(self):
+        for name, tensor in self.pairs:
+            self.taken.append(name)
+            yield name, tensor
+
+
+@pytest.fixture(scope="module")
+def inputs_of(checkpoints, tmp_path_factory):
+    """Per (family, "import" or "export"), the input names each output is made of, from the file path's plan."""
+    out = {}
+    for family, (config, _, _, _) in checkpoints.items():
+        root = tmp_path_factory.mktemp(f"plan_{family}")
+        synth.write_hf(root / "hf", config)
+        weightport.convert(root / "hf", root / "native")
+        for direction, folder in (("import", root / "hf"), ("export", root / "native")):
+            steps = weightport.plan(folder).steps
+            out[family, direction] = {dst.name: {src.name for src in step.src} for step in steps for dst in step.dst}
+    return out
+
+
+@pytest.mark.parametrize("family", ["llama", "mixtral"])
+def test_export_yields_the_outputs_of_each_input_before_it_takes_the_next(checkpoints, inputs_of, family):
+    """Nothing is collected: every output (a rename, a split, a transpose) comes while its input is the last one
+    taken, so a trainer's tensors go to the engine one by one."""
+    _, _, config, native = checkpoints[family]
+    given, made_of, seen = Given(shuffled(native.items())), inputs_of[family, "export"], []
+    for name, _ in weightport.export_hf(config, given, format=family):
+        assert made_of[name] == {given.taken[-1]}, (f"{name} (of {made_of[name]}) came after "
+                                                     f"{len(given.taken)} inputs, the last {given.taken[-1]}")
+        seen.append(name)
+    assert sorted(seen) == sorted(made_of)
+
+
+@pytest.mark.parametrize("family", ["llama", "mixtral"])
+def test_import_yields_each_output_as_soon_as_its_group_is_complete(checkpoints, inputs_of, family):
+    """A rename comes with its input; a concatenation (K and V, gate and up, experts) comes with the last of its
+    parts, before the next input is taken, never earlier."""
+    hf_config, hf, _, _ = checkpoints[family]
+    given, made_of, seen = Given(shuffled(hf.items())), inputs_of[family, "import"], []
+    for name, _ in weightport.import_hf(hf_config, given):
+        parts = made_of[name]
+        assert given.taken[-1] in parts and parts <= set(given.taken), (
+            f"{name} (of {sorted(parts)}) came after {len(given.taken)} inputs, the last {given.taken[-1]}")
+        seen.append(name)
+    assert sorted(seen) == sorted(made_of)
+    if family == "mixtral":  # the experts of a layer are one group
+        assert max(len(parts) for parts in made_of.values()) == 2 * 4
+
+
 # Buckets
 
 

@@ -10,7 +10,7 @@ import contextlib
 import copy
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from weightport.core.plan import Plan, Ref, Step, build
 from weightport.core.runtime import nbytes, run
 from weightport.core.spec import ModelSpec
 from weightport.core.weights import walk
-from weightport.errors import ConfigError, FormatError, WeightportError, report
+from weightport.errors import ConfigError, FormatError, OutputError, WeightportError, report
 from weightport.io import hf_config, remote_code, safetensors
 from weightport.io.atomic import atomic_output
 from weightport.native import checkpoint as native_ckpt
@@ -736,12 +736,22 @@ def _write(job: _Job, tmp: Path, max_shard_size: int | None, workers: int, progr
             keeper.close()
 
 
+@contextlib.contextmanager
+def _output_errors(what: str) -> Iterator[None]:
+    """An OSError (a full disk, a file size limit) as an OutputError: an error on the output, not a crash."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"cannot {what}: {e.strerror or e}; check free space and write permission") from e
+
+
 def _finish(job: _Job, tmp: Path) -> None:
     """Write what completes the output once every tensor is written: carried files, metadata or index and
     config.json."""
     carried_to = tmp / CARRIED_FOLDER if job.to_native and (job.carried or job.kept) else tmp
     for file in job.carried:
-        shutil.copyfile(file, carried_to / file.name)
+        with _output_errors(f"copy {file} into the output as {(carried_to / file.name).relative_to(tmp)}"):
+            shutil.copyfile(file, carried_to / file.name)
     weight_map = {t.name: file for file, group in job.files.items() if not file.startswith(CARRIED_FOLDER + "/")
                   for t in group}
     if job.to_native:
@@ -751,11 +761,13 @@ def _finish(job: _Job, tmp: Path) -> None:
             extras["carried_tensors"] = sorted(f.removeprefix(CARRIED_FOLDER + "/") for f in job.files
                                                if f.startswith(CARRIED_FOLDER + "/"))
         meta = native_ckpt.metadata(src.explicit, src.spec.native_model, weight_map, extras)
-        native_ckpt.write_metadata(tmp, meta)
-        (tmp / "ok").touch()
+        with _output_errors(f"write the output's {native_ckpt.METADATA}"):
+            native_ckpt.write_metadata(tmp, meta)
+            (tmp / "ok").touch()
     else:
         safetensors.write_hf_index(tmp, weight_map, sum(safetensors.file_bytes(g) for g in job.files.values()))
-        hf_config.write_config(tmp / "config.json", job.plan.config)
+        with _output_errors("write the output's config.json"):
+            hf_config.write_config(tmp / "config.json", job.plan.config)
 
 
 def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str | None = None,
@@ -776,8 +788,8 @@ def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str
     another failed) and nothing appears. See `weightport.distributed`.
 
     Raises what `plan` raises, ConfigError for a shard size that cannot be read, and OutputError if the destination
-    exists (without `overwrite`) or is, holds or lies inside an input (the source, the origin or the modeling code
-    folder)."""
+    exists (without `overwrite`), is, holds or lies inside an input (the source, the origin or the modeling code
+    folder), or cannot be written (a full disk)."""
     if isinstance(max_shard_size, str):
         try:
             max_shard_size = safetensors.parse_size(max_shard_size)
