@@ -272,6 +272,8 @@ def test_state_dict_and_named_parameters_import_and_export_loads_with_load_state
     weightport.convert(tmp_path / "saved", tmp_path / "native")
     config, native = hf_config(tmp_path / "saved"), tensors(tmp_path / "native")
     assert_bit_equal(dict(weightport.import_hf(config, model.state_dict().items())), native)
+    in_memory = model.config.to_dict()  # as a trainer holds it: architectures null, transformers_version its own
+    assert_bit_equal(dict(weightport.import_hf(in_memory, model.state_dict().items())), native)
     buffers = {n for n, _ in model.named_buffers()} & set(model.state_dict())  # persistent: Gemma 4's layer_scalar
     given = ((n, t.detach()) for n, t in model.named_parameters())
     if buffers:

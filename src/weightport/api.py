@@ -210,6 +210,14 @@ def _value_notes(spec: ModelSpec, source: dict, config: dict, layout: str) -> li
     ]
 
 
+def _disagrees(format: str, path: Path, name: str) -> ConfigError:
+    """The error for a --format other than the origin's (`name`): a wrapper's text format asks for --text-only."""
+    text = families.load(name).text
+    hint = (f"; for its {text[0]} alone, pass --text-only (text_only=True) instead of --format {format}"
+            if text is not None and text[1] == format else "")
+    return ConfigError(f"--format {format} disagrees with --origin {path}, which is {name}; drop --format{hint}")
+
+
 def open_origin(path: str | Path, format: str | None = None) -> Origin:
     """The HF model a native checkpoint was trained from: the original HF folder, or the native folder weightport
     wrote at import. Raises ConfigError if it records no HF model (a native checkpoint that Fast-LLM saved)."""
@@ -223,7 +231,7 @@ def open_origin(path: str | Path, format: str | None = None) -> Origin:
                 raise
             name = format
         if format is not None and format != name:
-            raise ConfigError(f"--format {format} disagrees with --origin {path}, which is {name}; drop --format")
+            raise _disagrees(format, path, name)
         spec = families.load(name)
         _, config, layout = import_config(spec, raw)
         return Origin(path, spec, raw, layout, config, carried_files(path), hf_carried_tensors(spec, config, path))
@@ -236,7 +244,7 @@ def open_origin(path: str | Path, format: str | None = None) -> Origin:
                               "weightport wrote when it imported it")
         spec = families.load(extras["format"])
         if format is not None and format != spec.name:
-            raise ConfigError(f"--format {format} disagrees with --origin {path}, which is {spec.name}; drop --format")
+            raise _disagrees(format, path, spec.name)
         config = _resolve(spec, meta["config"]["base_model"])
         return Origin(path, spec, extras["hf_config"], extras.get("hf_layout", spec.hf_layout), config,
                       carried_files(path / CARRIED_FOLDER), native_carried_tensors(path, extras))
@@ -333,8 +341,7 @@ def export_target(native_config: dict, format: str | None = None, origin: str | 
     if origin is not None and not isinstance(origin, Origin):
         origin = open_origin(origin, format)
     if origin is not None and format is not None and format != origin.spec.name:
-        raise ConfigError(f"--format {format} disagrees with --origin {origin.path}, which is {origin.spec.name}; "
-                          "drop --format")
+        raise _disagrees(format, origin.path, origin.spec.name)
     name = format or (origin.spec.name if origin is not None else recorded)
     if name is None:
         found = [f for m in ([model] if model else ["gpt", "multimodal"]) for f in describing_formats(m, explicit)]

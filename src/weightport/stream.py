@@ -35,9 +35,9 @@ def _bindings(native: dict, spec) -> tuple[list[Binding], list[Binding], dict[st
     walked = walk(spec.weights, native)
     if any(b.carried for b in walked):
         parts = ", ".join(sorted({b.hf[0] for b in walked if b.carried}))
-        raise ConfigError(f"{spec.name} carries parts the native model lacks ({parts}), which "
-                          "the in-memory conversion does not hold: convert the folders, or pass the text model's "
-                          f"format (format={spec.text[1]!r}) to convert the text model alone")
+        raise ConfigError(f"{spec.name} carries parts the native model lacks ({parts}), which the in-memory "
+                          "conversion does not hold: convert the folders (weightport.convert; text_only=True "
+                          f"exports its {spec.text[0]} alone, as {spec.text[1]})")
     return ([b for b in walked if b.native in inventory], [b for b in walked if b.native not in inventory],
             inventory)
 

@@ -86,32 +86,43 @@ def _full_layers(config: dict) -> list[int]:
     return [i for i, kind in enumerate(config.get("layer_types") or []) if kind == "full_attention"]
 
 
+# Gemma4TextConfig's head_dim when config.json has none (transformers 5.24 models/gemma4/configuration_gemma4.py)
+_HEAD_DIM = 256
+
+
 def _per_layer_to_flat(config: dict) -> dict:
+    """transformers 5.15+ writes, for each full-attention layer, only the sizes that differ from the sliding layers'
+    (`{}` when none does); the flat layout names them all."""
     out = dict(config)
     overrides = {int(k): v for k, v in (out.pop("per_layer_config") or {}).items()}
     full = _full_layers(out)
     distinct = {repr(sorted(v.items())) for v in overrides.values()}
-    if set(overrides) != set(full) or len(distinct) > 1:
+    if (overrides and set(overrides) != set(full)) or len(distinct) > 1:
         raise ConfigError(
             f"config.json: per_layer_config overrides layers {sorted(overrides)}, but weightport needs the same "
-            f"overrides on exactly the full_attention layers {full}")
-    if overrides:
-        override = next(iter(overrides.values()))
-        unknown = sorted(set(override) - set(_OVERRIDES))
-        if unknown:
-            raise ConfigError(f"config.json: per_layer_config overrides {unknown}, which weightport cannot convert")
-        out.update({_OVERRIDES[k]: v for k, v in override.items()})
+            f"overrides on exactly the full_attention layers {full}, or none")
+    override = next(iter(overrides.values()), {})
+    unknown = sorted(set(override) - set(_OVERRIDES))
+    if unknown:
+        raise ConfigError(f"config.json: per_layer_config overrides {unknown}, which weightport cannot convert")
+    out.update({_OVERRIDES[k]: v for k, v in override.items()})
+    out.setdefault("global_head_dim", out.get("head_dim", _HEAD_DIM))
+    if out.get("attention_k_eq_v") and "num_key_value_heads" in out:
+        out.setdefault("num_global_key_value_heads", out["num_key_value_heads"])
     return out
 
 
 def _flat_to_per_layer(config: dict) -> dict:
     out = dict(config)
-    override = {"head_dim": out.pop("global_head_dim", None)}
+    override = {}
+    head_dim = out.pop("global_head_dim", None)
+    if head_dim is not None and head_dim != out.get("head_dim", _HEAD_DIM):
+        override["head_dim"] = head_dim
     heads = out.pop("num_global_key_value_heads", None)
-    if heads is not None and out.get("attention_k_eq_v"):
+    if heads is not None and out.get("attention_k_eq_v") and heads != out.get("num_key_value_heads"):
         override["num_key_value_heads"] = heads
     width = len(str(max(len(out.get("layer_types") or []) - 1, 0)))
-    out["per_layer_config"] = {str(i).zfill(width): dict(override) for i in _full_layers(out)}
+    out["per_layer_config"] = {str(i).zfill(width): dict(override) for i in _full_layers(out)} if override else {}
     return out
 
 

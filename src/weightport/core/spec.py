@@ -90,7 +90,9 @@ class ModelSpec:
     def __post_init__(self) -> None:
         identity = (
             Constant(self.model_type, hf="model_type", reason="identifies the format", also=self.aliases),
-            Constant([self.architecture], hf="architectures", reason="the transformers class of the format"),
+            Constant([self.architecture], hf="architectures", also=(None,),
+                     reason="the transformers class of the format; null, as a config made from the class itself "
+                            "has it (model.config.to_dict()), names none"),
             Constant(None, hf="quantization_config", write=False,
                      reason="quantized checkpoints are not converted: their tensors are packed or are to be quantized "
                             "on load; convert the unquantized checkpoint"),

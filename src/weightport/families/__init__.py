@@ -63,11 +63,19 @@ def detect(config: object) -> str:
 
 
 def check(spec: ModelSpec, config: dict) -> None:
-    """Raise ConfigError if an HF config.json of `spec`'s `model_type` lacks the values `spec.detect_by` names: the
-    config of another format of that type (or of none), given this format with --format. The message names the keys,
-    their values, the format the config is and what to do."""
-    if not isinstance(config, dict) or not _has_type(spec, config.get("model_type")):
+    """Raise ConfigError if an HF config.json is another format's, given this format with --format: of another
+    `model_type` that a format reads, or of `spec`'s type without the values `spec.detect_by` names. The message
+    names the keys, their values, the format the config is and what to do."""
+    if not isinstance(config, dict) or config.get("model_type") is None:
         return
+    if not _has_type(spec, config["model_type"]):
+        try:
+            other = detect(config)
+        except ConfigError:
+            return  # a model type no format reads: the rules say so
+        raise ConfigError(f"config.json has model_type = {config['model_type']!r}, but format {spec.name} reads "
+                          f"model_type {spec.model_type!r}; it is a {other} checkpoint: drop --format (or pass "
+                          f"--format {other})")
     wrong = _unmatched(spec, config)
     if not wrong:
         return
