@@ -32,6 +32,9 @@ def test_remove_prunes_dicts_left_empty_and_keeps_the_rest():
     assert tree == {"d": {"f": 3}}
     remove(tree, ("d", "f"))
     assert tree == {}
+    deep = {"a": {"b": {"c": 1}, "x": 2}}
+    remove(deep, ("a", "b", "c"))  # prunes b only: a still holds x
+    assert deep == {"a": {"x": 2}}
     top = {"k": 1}
     remove(top, ("k",))
     assert top == {}

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 from weightport.core import runtime
+from weightport.core.ops import T
+from weightport.core.plan import Ref, build
+from weightport.core.weights import Fuse, walk
 from test_runtime import COMPUTE_RULES, TORCH, Memory, assert_bits_equal, hf_tensors, native_tensors, plan, raw, raws
 
 TRANSPOSED = COMPUTE_RULES[0], COMPUTE_RULES[2]  # down (4, 8) -> (8, 4); out_a (4, 2) and out_b (4, 3) -> (5, 4)
@@ -63,3 +66,23 @@ def test_inputs_up_to_the_threshold_are_mapped_whole(monkeypatch) -> None:
     assert_bits_equal(native.result(), raws({n: native_tensors(hf)[n] for n in native.out}))
     assert {name for method, name in native.calls if method == "view"} == {"out_a.weight", "out_b.weight"}
     assert {name for method, name in native.calls if method == "read_block"} == {"down_proj.weight"}
+
+
+def test_three_transposed_parts_of_a_tall_matrix(monkeypatch) -> None:
+    """Three parts (offsets past the first), and a part starting below row 0 with more rows than columns."""
+    monkeypatch.setattr(runtime, "BLOCKS_ABOVE", 0)
+    monkeypatch.setattr(runtime, "BLOCK", 8)
+    shapes = {"a.weight": (2, 2), "b.weight": (2, 6), "c.weight": (2, 1)}  # HF; native parts are (2|6|1, 2)
+    bindings = walk((Fuse("w.weight", *shapes, sizes=(2, 6, 1), ops=(T(),)),), {})
+    hf = {n: np.arange(100 * i, 100 * i + np.prod(s), dtype=np.uint32).reshape(s)
+          for i, (n, s) in enumerate(shapes.items())}
+    forward = build("toy", "from_hf", bindings, {"w.weight": (9, 2)}, {n: Ref(n, s, "F32") for n, s in shapes.items()},
+                    None, {})
+    native = run_blocked(forward, hf)
+    expected = np.concatenate([a.T for a in hf.values()])
+    assert np.array_equal(native.result()["w.weight"], expected) and "view" not in native.methods()
+    backward = build("toy", "to_hf", bindings, {"w.weight": (9, 2)}, {"w.weight": Ref("w.weight", (9, 2), "F32")},
+                     None, {})
+    back = run_blocked(backward, {"w.weight": expected})
+    assert ("write_block", "b.weight") in back.calls and "view" not in back.methods()
+    assert all(np.array_equal(back.result()[n], a) for n, a in hf.items())
