@@ -12,7 +12,7 @@ import pytest
 from weightport.core import runtime
 from weightport.core.ops import T
 from weightport.core.plan import Ref, build
-from weightport.core.weights import Fuse, walk
+from weightport.core.weights import Fuse, Tensor, walk
 from test_runtime import COMPUTE_RULES, TORCH, Memory, assert_bits_equal, hf_tensors, native_tensors, plan, raw, raws
 
 TRANSPOSED = COMPUTE_RULES[0], COMPUTE_RULES[2]  # down (4, 8) -> (8, 4); out_a (4, 2) and out_b (4, 3) -> (5, 4)
@@ -86,3 +86,18 @@ def test_three_transposed_parts_of_a_tall_matrix(monkeypatch) -> None:
     back = run_blocked(backward, {"w.weight": expected})
     assert ("write_block", "b.weight") in back.calls and "view" not in back.methods()
     assert all(np.array_equal(back.result()[n], a) for n, a in hf.items())
+
+
+def test_only_plain_2d_transposes_take_the_blocked_path(monkeypatch) -> None:
+    """A concat along dim 1 and a transpose of 3-D tensors are views whatever their size."""
+    monkeypatch.setattr(runtime, "BLOCKS_ABOVE", 0)
+    shapes = {"gate.weight": (4, 3), "up.weight": (4, 3), "e.weight": (2, 4, 3)}
+    rules = (Fuse("gate_up.weight", "gate.weight", "up.weight", dim=1), Tensor("e.weight", "e.weight", ops=(T(),)))
+    hf = {n: np.arange(100 * i, 100 * i + np.prod(s), dtype=np.uint32).reshape(s)
+          for i, (n, s) in enumerate(shapes.items())}
+    forward = build("toy", "from_hf", walk(rules, {}), {"gate_up.weight": (4, 6), "e.weight": (2, 3, 4)},
+                    {n: Ref(n, s, "F32") for n, s in shapes.items()}, None, {})
+    native = run_blocked(forward, hf)
+    assert "read_block" not in native.methods()
+    assert np.array_equal(native.result()["gate_up.weight"], np.concatenate([hf["gate.weight"], hf["up.weight"]], 1))
+    assert np.array_equal(native.result()["e.weight"], hf["e.weight"].swapaxes(1, 2))
