@@ -145,6 +145,9 @@ def test_qwen2_sliding_window_and_inconsistent_layer_types_are_refused():
         api.import_config(spec, fixture("qwen2") | {"layer_types": ["full_attention", "sliding_attention"]})
     explicit = api.import_config(spec, fixture("qwen2") | {"head_dim": 16})[1]
     assert explicit["decoder"]["block"]["mixer"]["head_size"] == 16
+    # Qwen2Config has no head_dim: an export writes one only where it is not hidden_size // num_attention_heads
+    assert api.export_config(spec, explicit, "transformers5")["head_dim"] == 16
+    assert "head_dim" not in api.export_config(spec, api.import_config(spec, fixture("qwen2"))[1], "transformers5")
 
 
 @pytest.mark.parametrize("name, overrides", [(name, {}) for name in families.FAMILIES] + [
