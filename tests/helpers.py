@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,6 +155,16 @@ def assert_same_model_config(a: dict, b: dict, family: str, ignore: tuple[str, .
     mine, theirs = leaves(a), leaves(b)
     shared = {p for p in set(mine) & set(theirs) if p[0] not in skip and ".".join(p) not in skip}
     assert {p: mine[p] for p in shared} == {p: theirs[p] for p in shared}
+
+
+def saved_by_fast_llm(native: Path, folder: Path) -> Path:
+    """A copy of a native checkpoint as Fast-LLM saves it (training, or its own convert): no `metadata.weightport`
+    (no record of the HF model) and no `hf_files/` (no carried parts)."""
+    shutil.copytree(native, folder, ignore=shutil.ignore_patterns("hf_files"))
+    meta = native_meta(folder)
+    del meta["metadata"]["weightport"]
+    (Path(folder) / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    return Path(folder)
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
