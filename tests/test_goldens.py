@@ -108,8 +108,9 @@ NO_LOGITS = {
     "apriel2_text_stochastic": "Apriel2 is remote code that needs CUDA kernels (causal_conv1d, mamba_ssm) for its GDN "
                                "and KDA mixers; tests/fastllm/test_fastllm_remote_code.py gives the logits of "
                                "CPU-only variants",
-    "mtp_llama": "MTPLlamaForCausalLM is remote code that needs transformers 5.14 (transformers.modeling_attn_mask_utils"
-                 "); tests/fastllm/test_fastllm_remote_code.py loads it under Fast-LLM's transformers",
+    "mtp_llama": "MTPLlamaForCausalLM is remote code that needs transformers 5.14 "
+                 "(transformers.modeling_attn_mask_utils); tests/fastllm/test_fastllm_remote_code.py loads it under "
+                 "Fast-LLM's transformers",
     "llava_hybrid_ssm_attn_only": "LlavaHybridForConditionalGeneration is remote code that imports "
                                   "modeling_apriel_hybrid_ssm.py (CUDA kernels), which Fast-LLM does not ship beside "
                                   "it",

@@ -1,8 +1,9 @@
 """Wrapper formats: published vision-language checkpoints whose text model Fast-LLM trains (`gemma4_vlm`, `mistral3`,
 `llava_clip`).
 Tiny real transformers models (fixed seed): the text model converts (to the tensors tests/reference.py computes from
-the model's own parameters), the towers and projectors are carried bit for bit; the export is the same wrapper (same tensors, same config.json, same logits with an image and audio), or the
-text model alone as its causal LM; a checkpoint Fast-LLM saved (no carried parts) takes them from `--origin`."""
+the model's own parameters), the towers and projectors are carried bit for bit; the export is the same wrapper (same
+tensors, same config.json, same logits with an image and audio), or the text model alone as its causal LM; a
+checkpoint Fast-LLM saved (no carried parts) takes them from `--origin`."""
 
 from __future__ import annotations
 
