@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from weightport import api
-from weightport.core.paths import leaves
+from weightport.core.paths import MISSING, dotted, leaves
 from weightport.native.schema import canonical, resolve
 
 ROOT = Path(__file__).resolve().parent
@@ -29,14 +29,30 @@ FAST_LLM_DEFECTS = {
     # Fast-LLM writes a Llama text config for the Mistral text model, with Llama's defaults
     "llava": ("text_config.model_type", "text_config.max_position_embeddings", "text_config.attention_bias",
               "text_config.mlp_bias", "text_config.pretraining_tp"),
-    # Fast-LLM writes a Llama text config (the HF class asserts apriel_ssm_thinker_hybrid) with the unexpanded layout
+    # Fast-LLM writes a Llama text config (the HF class asserts apriel_ssm_thinker_hybrid) with the unexpanded layout,
+    # so without the ssm_cfg that AprielSSMHybridConfig writes
     "llava_hybrid_ssm_attn_only": ("text_config.model_type", "text_config.hybrid_block_layout",
                                    "text_config.max_position_embeddings", "text_config.attention_bias",
-                                   "text_config.mlp_bias", "text_config.pretraining_tp"),
+                                   "text_config.mlp_bias", "text_config.pretraining_tp", "text_config.ssm_cfg"),
 }
 # Keys of Fast-LLM's exports that are Fast-LLM's own defects, not part of the model: a stray `type` in Llava configs,
 # and a `sliding_window` in Llama text configs, which LlamaConfig does not define.
 FAST_LLM_STRAY_KEYS = {"llava": ("type", "text_config.sliding_window"), "llava_hybrid_ssm_attn_only": ("type",)}
+# Fast-LLM's exporter writes no `dtype` (save_pretrained does, and so does weightport): every case.
+FAST_LLM_NO_DTYPE = ("dtype",)
+# Where weightport's export of a golden's native checkpoint, which records no HF model, writes a key otherwise than
+# Fast-LLM's export though both read as the same model: not Fast-LLM's defects but weightport's choices, each pinned
+# to its values, {case: {key: (weightport's, Fast-LLM's)}}.
+EXPORT_CHOICES = {
+    # transformers 4's save_pretrained leaves out a value equal to PretrainedConfig's default (a null pad_token_id),
+    # and transformers 4's MistralConfig (which AprielHybridSSMConfig extends) has no rope_scaling; weightport writes
+    # every key of the transformers 5 class, in the layout of transformers 4
+    "tf4_llama_basic": {"pad_token_id": (None, MISSING)},
+    "tf4_apriel_hybrid_ssm": {"pad_token_id": (None, MISSING), "rope_scaling": (None, MISSING)},
+    # weightport writes Llava's top-level tie_word_embeddings (the text model's value) for LlavaHybridConfig too, which
+    # does not define it; Fast-LLM's converter ignores that key
+    "llava_hybrid_ssm_attn_only": {"tie_word_embeddings": (False, MISSING)},
+}
 
 
 def case(name: str) -> dict:
@@ -96,14 +112,48 @@ def assert_same_native_model(ours: dict, reference: dict, model: str = "gpt") ->
     assert canonical(resolve(model, ours)) == canonical(resolve(model, reference))
 
 
-def assert_same_model_config(a: dict, b: dict, family: str, ignore: tuple[str, ...] = ()) -> None:
-    """Two HF configs describe the same model: equivalent native configs, equal values where both set a key."""
-    spec = api.families.load(family)
-    assert canonical(api.import_config(spec, a)[1]) == canonical(api.import_config(spec, b)[1])
-    skip = set(ignore) | {"dtype", "torch_dtype", "transformers_version"}
-    mine, theirs = leaves(a), leaves(b)
-    shared = {p for p in set(mine) & set(theirs) if p[0] not in skip and ".".join(p) not in skip}
-    assert {p: mine[p] for p in shared} == {p: theirs[p] for p in shared}
+def config_differences(ours: dict, reference: dict) -> dict[str, tuple]:
+    """Every key of two config.json dicts, nested keys by dotted path, that one lacks or that holds another value
+    (compared as JSON, so that 1, 1.0 and true differ): {path: (ours, reference)}, <missing> for an absent key."""
+    mine, theirs = leaves(ours), leaves(reference)
+    return {dotted(p): (mine.get(p, MISSING), theirs.get(p, MISSING)) for p in sorted(set(mine) | set(theirs))
+            if _json(mine.get(p, MISSING)) != _json(theirs.get(p, MISSING))}
+
+
+def _json(value: object) -> str:
+    return "<missing>" if value is MISSING else json.dumps(value, sort_keys=True)
+
+
+def assert_same_config(ours: dict, reference: dict, allowed: tuple[str, ...] = (),
+                       expected: dict[str, tuple] | None = None) -> None:
+    """The same config.json key for key, both ways (no key missing, none extra, the same values), but for the keys in
+    `allowed` (each a path or the path of a section: Fast-LLM's defects, named) and the differences in `expected`
+    ({path: (ours, reference)}), which must be exactly as given."""
+    differ = config_differences(ours, reference)
+    expected = dict(expected or {})
+    wrong = {p: (differ.get(p, (MISSING, MISSING)), v) for p, v in expected.items()
+             if tuple(map(_json, differ.get(p, (MISSING, MISSING)))) != tuple(map(_json, v))}
+    assert wrong == {}, f"differences not as expected, {{path: (found, expected)}}: {wrong}"
+    unexpected = {p: v for p, v in differ.items()
+                  if p not in expected and not any(p == a or p.startswith(a + ".") for a in allowed)}
+    assert unexpected == {}, f"config.json differs from the reference, {{path: (ours, reference)}}: {unexpected}"
+
+
+def fast_llm_export_differences(name: str) -> tuple[tuple[str, ...], dict[str, tuple]]:
+    """(allowed keys, expected differences) between weightport's export of golden `name`'s native checkpoint, which
+    records no HF model, and Fast-LLM's own export of it: Fast-LLM's defects, each named, and nothing else."""
+    allowed = FAST_LLM_NO_DTYPE + FAST_LLM_DEFECTS.get(name, ()) + FAST_LLM_STRAY_KEYS.get(name, ())
+    return allowed, EXPORT_CHOICES.get(name, {})
+
+
+def saved_by_fast_llm(native: Path, folder: Path) -> Path:
+    """A copy of a native checkpoint as Fast-LLM saves it (training, or its own convert): no `metadata.weightport`
+    (no record of the HF model) and no `hf_files/` (no carried parts)."""
+    shutil.copytree(native, folder, ignore=shutil.ignore_patterns("hf_files"))
+    meta = native_meta(folder)
+    del meta["metadata"]["weightport"]
+    (Path(folder) / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    return Path(folder)
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -146,4 +196,4 @@ def assert_converts_as_saved(root: Path, source: Path) -> None:
     assert native_meta(root / "native") == native_meta(root / "native_saved")
     cli("convert", root / "native", root / "back")
     assert_same_tensors(tensors(root / "back"), tensors(root / "saved"))
-    assert hf_config(root / "back") == hf_config(root / "saved")
+    assert_same_config(hf_config(root / "back"), hf_config(root / "saved"))

@@ -8,9 +8,10 @@ import pytest
 import yaml
 from safetensors.torch import load_file, save_file
 
-from helpers import GOLDENS, cli, hf_config, native_meta, tensors
+from helpers import GOLDENS, assert_same_config, assert_same_tensors, cli, hf_config, native_meta, tensors
 import weightport
 from weightport import synth
+from weightport.core.paths import MISSING
 from weightport.errors import ConfigError
 
 
@@ -36,9 +37,8 @@ def test_convert_both_ways_and_plan_json(tiny, tmp_path):
     assert (tmp_path / "back" / "tokenizer.json").read_text() == '{"version": "1.0"}'
     assert len(list((tmp_path / "back").glob("model-*-of-*.safetensors"))) > 1
     assert (tmp_path / "back" / "model.safetensors.index.json").is_file()
-    back, source = tensors(tmp_path / "back"), tensors(tiny)
-    assert back.keys() == source.keys() and all(back[k].equal(source[k]) for k in source)
-    assert hf_config(tmp_path / "back") == hf_config(tiny)
+    assert_same_tensors(tensors(tmp_path / "back"), tensors(tiny))
+    assert_same_config(hf_config(tmp_path / "back"), hf_config(tiny))
 
 
 def test_demo_runs_a_real_round_trip(tmp_path):
@@ -48,12 +48,23 @@ def test_demo_runs_a_real_round_trip(tmp_path):
 
 
 def test_export_layout_option(tmp_path):
-    cli("convert", GOLDENS / "llama_basic" / "hf", tmp_path / "native")
+    """--hf-layout transformers4 writes what transformers 4.57's save_pretrained wrote for the same model (golden
+    tf4_llama_basic holds llama_basic's tensors and config in that layout), bit for bit and key for key; it comes back
+    to the same native checkpoint, and exported in the transformers 5 layout it is llama_basic's own checkpoint."""
+    source, saved_by_4 = GOLDENS / "llama_basic" / "hf", GOLDENS / "tf4_llama_basic" / "hf"
+    cli("convert", source, tmp_path / "native")
     cli("convert", tmp_path / "native", tmp_path / "tf4", "--hf-layout", "transformers4")
-    config = hf_config(tmp_path / "tf4")
-    assert config["rope_theta"] == 10000.0 and config["rope_scaling"] is None and "rope_parameters" not in config
+    assert_same_tensors(tensors(tmp_path / "tf4"), tensors(saved_by_4))
+    # the source's keys are kept as they were: its transformers_version, and its null pad_token_id (which transformers
+    # 4 leaves out, as PretrainedConfig's default)
+    assert_same_config(hf_config(tmp_path / "tf4"), hf_config(saved_by_4), expected={
+        "transformers_version": ("5.14.1", "4.57.6"), "pad_token_id": (None, MISSING)})
     cli("convert", tmp_path / "tf4", tmp_path / "native2")
-    assert tensors(tmp_path / "native2").keys() == tensors(tmp_path / "native").keys()
+    assert_same_tensors(tensors(tmp_path / "native2"), tensors(tmp_path / "native"))
+    assert native_meta(tmp_path / "native2")["config"] == native_meta(tmp_path / "native")["config"]
+    cli("convert", tmp_path / "native2", tmp_path / "tf5", "--hf-layout", "transformers5")
+    assert_same_tensors(tensors(tmp_path / "tf5"), tensors(source))
+    assert_same_config(hf_config(tmp_path / "tf5"), hf_config(source))
 
 
 def fails(*args: str) -> str:

@@ -4,6 +4,9 @@ Whatever the bytes, a reader either returns a result that is safe to use (every 
 file and is exactly dtype size * number of elements; shards are inside the checkpoint folder) or raises
 `WeightportError`, which the command prints as a clean message. Any other exception is a crash with a traceback.
 
+metadata.yaml has rules simple enough to state in the test (`expected_metadata`): read_metadata must refuse exactly
+what they refuse, and return the parsed document otherwise.
+
 The runs are derandomized (the same examples every time); the crashes hypothesis found (and that are fixed)
 stay pinned as `@example`s. `python -m pytest tests/test_fuzz_readers.py
 --hypothesis-show-statistics` shows how many examples ran and, as events, how many were accepted or refused.
@@ -321,13 +324,53 @@ def valid_metadata_with_a_change(draw) -> str:
 YAMLISH = st.one_of(TREE.map(render), valid_metadata_with_a_change(), st.text(max_size=60))
 
 
+def _version(value: object) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in str(value).split(".")[:3])
+    except ValueError:
+        return ()
+
+
+def expected_metadata(text: str) -> dict | None:
+    """What read_metadata must make of `text`, by the rules of a native checkpoint's metadata.yaml: plain YAML (no
+    tag is constructed, an impossible date or a nesting too deep is an error); a mapping whose `config` and
+    `metadata` are mappings; `format` fast_llm or absent; a `fast_llm_version` whose first three dotted parts are
+    integers, at least 0.3.0; `config.base_model` a mapping; `metadata.state_index` a non-empty mapping of names to
+    file names (strings); `metadata.weightport`, if set, a mapping. Returns the parsed document, or None where the
+    text must be refused."""
+    try:
+        doc = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        return None
+    metadata = doc.get("metadata")
+    if not isinstance(metadata, dict) or doc.get("format", "fast_llm") != "fast_llm":
+        return None
+    if _version(doc.get("fast_llm_version")) < (0, 3, 0) or not isinstance(doc["config"].get("base_model"), dict):
+        return None
+    index = metadata.get("state_index")
+    if not isinstance(index, dict) or not index or not all(isinstance(v, str) for v in index.values()):
+        return None
+    return doc if isinstance(metadata.get("weightport") or {}, dict) else None
+
+
 def read_yaml(folder: Path, text: str) -> None:
+    """read_metadata refuses `text` with a WeightportError where the rules above refuse it, and otherwise returns
+    the document the text holds: a bad input silently accepted, or a good one refused, fails."""
     (folder / "metadata.yaml").write_text(text, encoding="utf-8")
     meta = outcome(read_metadata, folder)
-    if meta is not None:
-        assert isinstance(meta, dict)
-        assert isinstance(meta["config"]["base_model"], dict)
-        assert isinstance(meta["metadata"]["state_index"], dict) and meta["metadata"]["state_index"]
+    expected = expected_metadata(text)
+    if expected is None:
+        assert meta is None, f"accepted, but should be refused: {text!r} -> {meta!r}"
+    else:
+        assert meta is not None, f"refused, but valid: {text!r}"
+        assert repr(meta) == repr(expected), text  # repr: a .nan in the document equals itself
+
+
+def test_the_valid_metadata_is_accepted_as_it_is(folder):
+    (folder / "metadata.yaml").write_text(VALID_METADATA, encoding="utf-8")
+    assert read_metadata(folder) == yaml.safe_load(VALID_METADATA) == expected_metadata(VALID_METADATA)
 
 
 @FUZZ
@@ -353,9 +396,8 @@ def test_deeply_nested_metadata(folder, depth):
 ])
 def test_metadata_crashers(folder, text):
     """Each kind of crash of read_metadata (found by test_random_metadata, the AttributeErrors by reading the code)
-    as its own case, so that each fix shows on its own."""
+    as its own case, so that each fix shows on its own: each is refused, with a WeightportError."""
     (folder / "metadata.yaml").write_text(text, encoding="utf-8")
-    try:
+    assert expected_metadata(text) is None
+    with pytest.raises(WeightportError, match="metadata.yaml"):
         read_metadata(folder)
-    except WeightportError:
-        pass

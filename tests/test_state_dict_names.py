@@ -19,6 +19,7 @@ from weightport import families
 from weightport.errors import CoverageError
 
 transformers = pytest.importorskip("transformers")
+from reference import native_tensors  # noqa: E402
 from test_transformers_models import CASES, build, build_llava  # noqa: E402 - needs transformers
 
 LLAVAS = {"llava": (False, "MistralConfig"), "llava_tied": (True, "MistralConfig"),
@@ -183,6 +184,7 @@ def test_llava_hybrid_reads_module_names_and_exports_fast_llms(tied, tmp_path):
     weightport.convert(tmp_path / "saved", tmp_path / "native_llava")
     config = hybrid_config(hf_config(tmp_path / "saved"))
     native = dict(weightport.import_hf(config, model.state_dict().items()))
+    assert_same_tensors(native, native_tensors(model))  # Fast-LLM's layout, from the model's own parameters
     assert_same_tensors(native, tensors(tmp_path / "native_llava"))
     # lm_head.weight is named alike both ways: arriving first, it decides nothing (tied, it waits for its original)
     assert_same_tensors(dict(weightport.import_hf(config, reversed(model.state_dict().items()))), native)

@@ -1,13 +1,22 @@
 """Tiny real transformers models (fixed seed, random weights) through native and back: bit-exact tensors, the
-whole config.json back, and the same logits from the converted checkpoint as from the source model."""
+whole config.json back, and the same logits from the converted checkpoint as from the source model. The native
+tensors are those computed from the model's own parameters in plain torch (tests/reference.py), and an export that
+records no HF model writes what save_pretrained wrote, but for what the native model cannot hold, named."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
 import weightport
-from helpers import assert_same_tensors, hf_config, model_inputs, native_meta, tensors
+from helpers import (
+    assert_same_config, assert_same_tensors, hf_config, model_inputs, native_meta, saved_by_fast_llm, tensors,
+)
+from reference import native_tensors
+from weightport import families
+from weightport.core.paths import MISSING
 
 transformers = pytest.importorskip("transformers")
 
@@ -76,15 +85,62 @@ def logits(model: torch.nn.Module, vocab: int) -> torch.Tensor:
 def test_through_native_and_back(name, tmp_path):
     source = build(name, tmp_path / "hf")
     weightport.convert(tmp_path / "hf", tmp_path / "native")
+    assert_same_tensors(tensors(tmp_path / "native"), native_tensors(source))  # Fast-LLM's layout
     weightport.convert(tmp_path / "native", tmp_path / "back")
     assert_same_tensors(tensors(tmp_path / "back"), tensors(tmp_path / "hf"))
-    assert hf_config(tmp_path / "back") == hf_config(tmp_path / "hf")
+    assert_same_config(hf_config(tmp_path / "back"), hf_config(tmp_path / "hf"))
     converted = getattr(transformers, CASES[name][1]).from_pretrained(tmp_path / "back").eval()
     assert torch.equal(logits(source, BASE["vocab_size"]), logits(converted, BASE["vocab_size"]))
     # and native -> hf -> native gives back the native checkpoint
     weightport.convert(tmp_path / "back", tmp_path / "native2")
     assert_same_tensors(tensors(tmp_path / "native2"), tensors(tmp_path / "native"))
     assert native_meta(tmp_path / "native2") == native_meta(tmp_path / "native")
+
+
+# What an export that records no HF model writes otherwise than save_pretrained did, beyond max_position_embeddings
+# (native models have no position limit: the class default is written) and transformers_version (the release the
+# export's layout was checked against): {case: {key: (weightport's value, save_pretrained's)}}.
+NOT_HELD = {
+    # Fast-LLM's gelu is the tanh approximation; the exact spelling is kept only in weightport's record
+    "llama_mha_biases_gelu": {"hidden_act": ("gelu_pytorch_tanh", "gelu")},
+    # the native rotary holds yarn's attention factor as a number: the one transformers derives when it is absent
+    "llama_yarn_tanh_gelu": {"rope_parameters.attention_factor": (0.1 * math.log(4.0) + 1.0, MISSING)},
+    # the native head size, where MixtralConfig's default (null) means hidden_size // num_attention_heads
+    "mixtral": {"head_dim": (8, None)},
+    "mixtral_tied_swa": {"head_dim": (8, None)},
+    # bf16 weights beside fp32 layer_scalar buffers: no single dtype to write
+    "gemma4_moe_kv_shared_bf16": {"dtype": (MISSING, "bfloat16")},
+    # Llava: exact gelu as above, and the vision tower's image_size (no native field) at PixtralVisionConfig's default;
+    # its rotary spelled as transformers 5.14 spells it (the layout an export writes for Llava)
+    "llava": {"projector_hidden_act": ("gelu_pytorch_tanh", "gelu"), "vision_config.hidden_act": ("gelu_pytorch_tanh",
+              "gelu"), "vision_config.image_size": (1024, 16), "vision_config.rope_parameters.rope_type": ("default",
+                                                                                                       "axial")},
+}
+
+
+def assert_exports_without_a_record_as_saved(root, name: str, max_positions: int) -> None:
+    """`root/hf` (written by save_pretrained) imported, saved as Fast-LLM saves it, and exported in the config.json
+    layout of `root/hf`: the same tensors, and the same config.json key for key but for the named differences."""
+    saved = hf_config(root / "hf")
+    weightport.convert(root / "hf", root / "native")
+    saved_by_fast_llm(root / "native", root / "by_fast_llm")
+    layout = "transformers5.15" if "per_layer_config" in saved else "transformers5"  # as transformers 5.24 writes
+    weightport.convert(root / "by_fast_llm", root / "back", format=families.detect(saved), hf_layout=layout)
+    assert_same_tensors(tensors(root / "back"), tensors(root / "hf"))
+    text = "text_config." if "text_config" in saved else ""
+    expected = {f"{text}max_position_embeddings": (max_positions, BASE["max_position_embeddings"])} | NOT_HELD.get(
+        name, {})
+    version = {"transformers5": "5.14.1", "transformers5.15": "5.24.0"}[layout]
+    if version != saved["transformers_version"]:
+        expected["transformers_version"] = (version, saved["transformers_version"])
+    assert_same_config(hf_config(root / "back"), saved, expected=expected)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_an_export_without_a_record_writes_what_save_pretrained_wrote(name, tmp_path):
+    build(name, tmp_path / "hf")
+    config_cls = getattr(transformers, CASES[name][0])
+    assert_exports_without_a_record_as_saved(tmp_path, name, config_cls().max_position_embeddings)
 
 
 def test_dtype_option_casts_and_records_it(tmp_path):
@@ -129,14 +185,24 @@ def build_llava(folder, *, tied: bool, text: str) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("tied, text", [(False, "MistralConfig"), (True, "MistralConfig"), (False, "LlamaConfig")])
+LLAVAS = [(False, "MistralConfig"), (True, "MistralConfig"), (False, "LlamaConfig"), (True, "LlamaConfig")]
+
+
+@pytest.mark.parametrize("tied, text", LLAVAS)
 def test_llava_through_native_and_back_with_an_image(tmp_path, tied, text):
     source = build_llava(tmp_path / "hf", tied=tied, text=text)
     weightport.convert(tmp_path / "hf", tmp_path / "native")
+    assert_same_tensors(tensors(tmp_path / "native"), native_tensors(source))  # Fast-LLM's layout
     weightport.convert(tmp_path / "native", tmp_path / "back")
     assert_same_tensors(tensors(tmp_path / "back"), tensors(tmp_path / "hf"))
-    assert hf_config(tmp_path / "back") == hf_config(tmp_path / "hf")
+    assert_same_config(hf_config(tmp_path / "back"), hf_config(tmp_path / "hf"))
     converted = transformers.LlavaForConditionalGeneration.from_pretrained(tmp_path / "back").eval()
     inputs = model_inputs(hf_config(tmp_path / "hf"))
     with torch.no_grad():
         assert torch.equal(source(**inputs).logits, converted(**inputs).logits)
+
+
+@pytest.mark.parametrize("tied, text", LLAVAS)
+def test_a_llava_export_without_a_record_writes_what_save_pretrained_wrote(tmp_path, tied, text):
+    build_llava(tmp_path / "hf", tied=tied, text=text)
+    assert_exports_without_a_record_as_saved(tmp_path, "llava", getattr(transformers, text)().max_position_embeddings)

@@ -1,13 +1,13 @@
 """Wrapper formats: published vision-language checkpoints whose text model Fast-LLM trains (`gemma4_vlm`, `mistral3`,
 `llava_clip`).
-Tiny real transformers models (fixed seed): the text model converts, the towers and projectors are carried bit for
-bit; the export is the same wrapper (same tensors, same config.json, same logits with an image and audio), or the
-text model alone as its causal LM; a checkpoint Fast-LLM saved (no carried parts) takes them from `--origin`."""
+Tiny real transformers models (fixed seed): the text model converts (to the tensors tests/reference.py computes from
+the model's own parameters), the towers and projectors are carried bit for bit; the export is the same wrapper (same
+tensors, same config.json, same logits with an image and audio), or the text model alone as its causal LM; a
+checkpoint Fast-LLM saved (no carried parts) takes them from `--origin`."""
 
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 import torch
@@ -15,7 +15,11 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 import weightport
-from helpers import assert_converts_as_saved, assert_same_tensors, cli, hf_config, tensors
+from helpers import (
+    assert_converts_as_saved, assert_same_config, assert_same_tensors, cli, hf_config, saved_by_fast_llm, tensors,
+)
+from reference import native_tensors
+from weightport.core.paths import MISSING
 from weightport.errors import ConfigError
 
 transformers = pytest.importorskip("transformers")
@@ -122,15 +126,24 @@ def test_wrapper_through_native_and_back(name, tmp_path):
     weightport.convert(tmp_path / "hf", tmp_path / "native")
     native = tensors(tmp_path / "native")
     assert not any("vision" in n or "audio" in n or "projector" in n for n in native)  # only the text model
+    assert_same_tensors(native, native_tensors(source))  # Fast-LLM's layout of the text model
     weightport.convert(tmp_path / "native", tmp_path / "back")
     assert_same_tensors(tensors(tmp_path / "back"), tensors(tmp_path / "hf"))
-    assert hf_config(tmp_path / "back") == hf_config(tmp_path / "hf")
+    assert_same_config(hf_config(tmp_path / "back"), hf_config(tmp_path / "hf"))
     prompt = inputs(hf_config(tmp_path / "hf"))
     assert torch.equal(outputs(source, **prompt), outputs(load(name, tmp_path / "back"), **prompt))
     # the text model alone, as its causal LM: the wrapper's logits on text
     weightport.convert(tmp_path / "native", tmp_path / "text", text_only=True)
     text = hf_config(tmp_path / "text")
     assert text["architectures"] == [CASES[name][2]] and "vision_config" not in text
+    # what save_pretrained writes for the causal LM of the wrapper's text config, key for key, but that the text model
+    # ties as the wrapper does (which ties by its top-level key), and that no transformers_version is written
+    getattr(transformers, CASES[name][2])(source.config.get_text_config()).save_pretrained(tmp_path / "text_saved")
+    saved = hf_config(tmp_path / "text_saved")
+    expected = {"transformers_version": (MISSING, saved["transformers_version"])}
+    if source.config.tie_word_embeddings != saved["tie_word_embeddings"]:
+        expected["tie_word_embeddings"] = (source.config.tie_word_embeddings, saved["tie_word_embeddings"])
+    assert_same_config(text, saved, expected=expected)
     tokens = torch.randint(3, 80, (2, 10), generator=torch.Generator().manual_seed(2))
     assert torch.equal(outputs(source, input_ids=tokens), outputs(load(name, tmp_path / "text", True),
                                                                   input_ids=tokens))
@@ -186,14 +199,6 @@ def test_a_wrapper_checkpoint_naming_its_carried_parts_the_other_way_is_refused(
             in failed.stderr)
 
 
-def fastllm_saved(native, folder) -> None:
-    """`native` as Fast-LLM saves it: no weightport metadata, no hf_files/."""
-    shutil.copytree(native, folder, ignore=shutil.ignore_patterns("hf_files"))
-    meta = yaml.safe_load((folder / "metadata.yaml").read_text())
-    del meta["metadata"]["weightport"]
-    (folder / "metadata.yaml").write_text(yaml.safe_dump(meta))
-
-
 def train_one_weight(folder) -> str:
     """Change one text weight, as training would; returns its native name."""
     file = next(folder.glob("model_*.safetensors"))
@@ -204,11 +209,11 @@ def train_one_weight(folder) -> str:
     return name.partition("/")[0]
 
 
-@pytest.mark.parametrize("name", ["gemma4_dense", "mistral3", "llava_clip"])
+@pytest.mark.parametrize("name", ["gemma4_dense", "mistral3", "llava_clip"])  # one case of each wrapper format
 def test_a_trained_checkpoint_fastllm_saved_exports_with_its_origin(name, tmp_path):
     build(name, tmp_path / "hf")
     weightport.convert(tmp_path / "hf", tmp_path / "native")
-    fastllm_saved(tmp_path / "native", tmp_path / "trained")
+    saved_by_fast_llm(tmp_path / "native", tmp_path / "trained")
     train_one_weight(tmp_path / "trained")
     wrapper = {"gemma4_dense": "gemma4_vlm", "mistral3": "mistral3", "llava_clip": "llava_clip"}[name]
     with pytest.raises(ConfigError, match="--origin.*--text-only"):
@@ -220,7 +225,8 @@ def test_a_trained_checkpoint_fastllm_saved_exports_with_its_origin(name, tmp_pa
         out = tmp_path / f"from_{origin}"
         cli("convert", tmp_path / "trained", out, "--origin", tmp_path / origin)
         back = tensors(out)
-        assert sorted(back) == sorted(source) and hf_config(out) == hf_config(tmp_path / "hf")
+        assert sorted(back) == sorted(source)
+        assert_same_config(hf_config(out), hf_config(tmp_path / "hf"))
         differ = [k for k in source if not torch.equal(back[k], source[k])]
         assert len(differ) == 1 and "mlp.down_proj" in differ[0]
     cli("convert", tmp_path / "trained", tmp_path / "text", "--origin", tmp_path / "hf", "--text-only")

@@ -74,7 +74,8 @@ class Rule:
 class Rename(Rule):
     """The same value under two names. `values` maps HF spellings to native ones (the first HF spelling of each
     native value is the one written); `default` (a value, or a function of the HF section) fills an absent, null
-    or `"auto"` HF key; a native value equal to `omit` is not written to HF; an imported value equal to `unset` is
+    or `"auto"` HF key; a native value equal to `omit` (a value, or a function of the HF section as the rules before
+    this one wrote it) is not written to HF; an imported value equal to `unset` is
     left unset natively (it must be the schema default; this is where Fast-LLM's importer leaves it unset); a null
     native value is written as the native value at `none_from` (an effective setting, e.g. a layer bias that
     follows `add_linear_biases`)."""
@@ -116,7 +117,8 @@ class Rename(Rule):
         value = get(native, path)
         if value is None and self.none_from is not None:
             value = get(native, join(n, self.none_from))
-        if self.omit is not MISSING and value == self.omit:
+        omit = self.omit(get(hf, h, {})) if callable(self.omit) else self.omit
+        if omit is not MISSING and value == omit:
             return
         if self.values is not None:
             spelled = [k for k, v in self.values.items() if v == value]

@@ -40,6 +40,7 @@ def _rotary_to_v5(config: dict) -> dict:
     params = dict(scaling)
     if "type" in params and "rope_type" not in params:
         params["rope_type"] = params.pop("type")
+    params.setdefault("rope_type", "default")  # as transformers 5 reads it (and writes it back)
     if "rope_theta" in out:
         params["rope_theta"] = out.pop("rope_theta")
     out["rope_parameters"] = params

@@ -5,7 +5,7 @@ Sliding-window attention (`use_sliding_window: true`) is refused rather than imp
 
 from weightport.families import llama
 from weightport.families.llama import M, P, rope
-from weightport.spec import Computed, Constant, From, HFClass, Ignore
+from weightport.spec import Computed, Constant, From, HFClass, Ignore, Rename
 
 
 def _layer_types(hf: dict) -> list[str]:
@@ -40,6 +40,10 @@ SPEC = llama.SPEC.extend(name="qwen2", architecture="Qwen2ForCausalLM", hf_class
     Constant(False, hf="use_mrope", write=False, reason="multimodal rotary is not supported"),
     Ignore(hf="sliding_window", reason="used only when use_sliding_window is true"),
     Ignore(hf="max_window_layers", reason="used only when use_sliding_window is true"),
+    # Qwen2Config has no head_dim (Qwen2's attention reads one if given, else hidden_size // num_attention_heads):
+    # written only where it differs, as save_pretrained writes it (and Fast-LLM's qwen2 importer refuses a head_dim)
+    Rename(f"{M}.head_size", "head_dim", default=llama.default_head_size,
+           omit=lambda hf: hf["hidden_size"] // hf["num_attention_heads"]),
     Computed("layer_types", lambda hf: ["full_attention"] * hf["num_hidden_layers"],
              reason="every Qwen2 layer attends to the whole context"),
 ))
