@@ -108,8 +108,6 @@ NOT_HELD = {
     # the native head size, where MixtralConfig's default (null) means hidden_size // num_attention_heads
     "mixtral": {"head_dim": (8, None)},
     "mixtral_tied_swa": {"head_dim": (8, None)},
-    # bf16 weights beside fp32 layer_scalar buffers: no single dtype to write
-    "gemma4_moe_kv_shared_bf16": {"dtype": (MISSING, "bfloat16")},
     # Llava: exact gelu as above, and the vision tower's image_size (no native field) at PixtralVisionConfig's default;
     # its rotary spelled as transformers 5.14 spells it (the layout an export writes for Llava)
     "llava": {"projector_hidden_act": ("gelu_pytorch_tanh", "gelu"), "vision_config.hidden_act": ("gelu_pytorch_tanh",

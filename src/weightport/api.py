@@ -528,10 +528,16 @@ def _plan(source: str | Path | Checkpoint, to: str | None, format: str | None, d
     carried_refs = {name: Ref(name, info.shape, info.dtype) for name, info in (src.carried_tensors or {}).items()}
     out = build(src.spec.name, "to_hf", bindings, inventory, sources, code, {}, notes, carried_refs)
     out = replace(out, notes=out.notes + _carry_notes(out, src.spec, to))
-    dtypes = {ref.dtype for step in out.steps for ref in step.dst}
+    held: dict[str, int] = {}  # bytes by dtype
+    for ref in (ref for step in out.steps for ref in step.dst):
+        held[ref.dtype] = held.get(ref.dtype, 0) + nbytes(ref)
     keys = [k for k in ("dtype", "torch_dtype") if k in (src.hf_config or {"dtype": None})]
-    if len(dtypes) == 1 and dtypes <= set(DTYPE_NAMES):  # else (mixed dtypes) the recorded value stays
-        config.update(dict.fromkeys(keys, DTYPE_NAMES[dtypes.pop()]))
+    if len(held) == 1 or (src.hf_config is None and held):  # mixed, with a record: the recorded value stays
+        # without one, the dtype of most bytes: save_pretrained writes its parameters' dtype, and buffers such as
+        # Gemma 4's layer_scalar stay float32 beside bfloat16 weights
+        main = max(held, key=held.get)
+        if main in DTYPE_NAMES:
+            config.update(dict.fromkeys(keys, DTYPE_NAMES[main]))
     extra: tuple[str, ...] = ()
     lost = not_restored(src.spec, src.hf_config, config, layout, src.config)
     if lost:
