@@ -692,6 +692,15 @@ class _Job:
     def to_native(self) -> bool:
         return self.plan.direction == "from_hf"
 
+    def carried_to(self, tmp: Path) -> Path:
+        """Where carried files and tensors go: `hf_files/` on import, the folder itself on export."""
+        return tmp / CARRIED_FOLDER if self.to_native and (self.carried or self.kept) else tmp
+
+    def part(self, carried: bool) -> dict[str, list[safetensors.OutputTensor]]:
+        """The output files of the carried HF tensors (by name within `hf_files/`), or the others."""
+        prefix = CARRIED_FOLDER + "/"
+        return {f.removeprefix(prefix): g for f, g in self.files.items() if f.startswith(prefix) == carried}
+
     def file_of(self) -> dict[str, str]:
         """The output file of each output tensor, by the name its step gives it."""
         return {t.name.removesuffix(self.suffix): file for file, group in self.files.items() for t in group}
@@ -720,10 +729,10 @@ def _write(job: _Job, tmp: Path, max_shard_size: int | None, workers: int, progr
            files: set[str] | None = None, checks: bool = True) -> None:
     """Write the tensors of the output `files` (all: None) into `tmp`: the steps with an output there, and the
     check steps (tied copies) if `checks`."""
-    carried_to = tmp / CARRIED_FOLDER if job.to_native and (job.carried or job.kept) else tmp
+    carried_to = job.carried_to(tmp)
     carried_to.mkdir(exist_ok=True)
-    main = [t for file, group in job.files.items() if not file.startswith(CARRIED_FOLDER + "/") for t in group]
-    side = [t for file, group in job.files.items() if file.startswith(CARRIED_FOLDER + "/") for t in group]
+    main = [t for group in job.part(False).values() for t in group]
+    side = [t for group in job.part(True).values() for t in group]
     names = native_ckpt.shard_names if job.to_native else safetensors.hf_shard_names
     where = job.file_of()
     steps = [s for s in job.plan.steps if (checks if not s.dst else files is None
@@ -761,18 +770,16 @@ def _output_errors(what: str) -> Iterator[None]:
 def _finish(job: _Job, tmp: Path) -> None:
     """Write what completes the output once every tensor is written: carried files, metadata or index and
     config.json."""
-    carried_to = tmp / CARRIED_FOLDER if job.to_native and (job.carried or job.kept) else tmp
+    carried_to = job.carried_to(tmp)
     for file in job.carried:
         with _output_errors(f"copy {file} into the output as {(carried_to / file.name).relative_to(tmp)}"):
             shutil.copyfile(file, carried_to / file.name)
-    weight_map = {t.name: file for file, group in job.files.items() if not file.startswith(CARRIED_FOLDER + "/")
-                  for t in group}
+    weight_map = {t.name: file for file, group in job.part(False).items() for t in group}
     if job.to_native:
         src = job.src
         extras = dict(job.plan.config["weightport"])
         if any(b.carried for b in walk(src.spec.weights, src.config)):
-            extras["carried_tensors"] = sorted(f.removeprefix(CARRIED_FOLDER + "/") for f in job.files
-                                               if f.startswith(CARRIED_FOLDER + "/"))
+            extras["carried_tensors"] = sorted(job.part(True))
         meta = native_ckpt.metadata(src.explicit, src.spec.native_model, weight_map, extras)
         with _output_errors(f"write the output's {native_ckpt.METADATA}"):
             native_ckpt.write_metadata(tmp, meta)
