@@ -125,9 +125,13 @@ def test_sharding_and_index(tmp_path: Path) -> None:
         load_file(tmp_path / shard)
 
 
-def test_index_preferred_over_single_file(tmp_path: Path) -> None:
+def test_an_index_beside_a_single_file_is_refused_naming_both(tmp_path: Path) -> None:
+    """transformers loads model.safetensors and ignores the index; reading the shards would convert another model
+    than the one transformers runs (issue 23, input 3): which one is stale only the user knows."""
     index_checkpoint(tmp_path, {"a": "s1"}, {"s1": {"a": torch.ones(1)}, "model.safetensors": {"z": torch.ones(1)}})
-    assert list(read_checkpoint(tmp_path)) == ["a"]
+    with pytest.raises(FormatError, match=r"holds both model.safetensors and the sharded weights of "
+                                          r"model.safetensors.index.json.*remove the stale one"):
+        read_checkpoint(tmp_path)
 
 
 def test_single_shard_writes_no_index(tmp_path: Path) -> None:

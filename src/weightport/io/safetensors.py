@@ -77,8 +77,28 @@ def _nbytes(dtype: str, shape: Sequence[int]) -> int:
     return DTYPE_SIZES[dtype] * math.prod(shape)
 
 
+class _Duplicate(ValueError):
+    """A JSON object that names one key twice (json keeps the last silently)."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Duplicate(key)
+        seen[key] = value
+    return seen
+
+
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Tensor infos and the __metadata__ dict of one .safetensors file, validated strictly."""
+    """Tensor infos and the __metadata__ dict of one .safetensors file, validated as strictly as the reference reader
+    (the `safetensors` package) validates it: a JSON object naming each key once, a known dtype, a shape of
+    non-negative integers and byte ranges that tile the data section exactly (in order, no gap, no overlap, nothing
+    after the last tensor). Raises FormatError naming the file, the tensor and what is wrong."""
     path = Path(path)
     hint = "the file is truncated or not safetensors; re-download or re-export it"
     with _os_errors(FormatError, f"cannot read {path}", "check the path and permissions"), open(path, "rb") as f:
@@ -90,7 +110,11 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
             raise FormatError(f"{path}: header length {n} is invalid for a {size}-byte file; {hint}")
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_pairs)
+    except _Duplicate as e:
+        raise FormatError(f"{path}: the header names {e.key!r} twice (the reference safetensors reader refuses such a "
+                          "file; a reader that keeps one of them reads another model); re-export or re-download it "
+                          "(safetensors writers name each tensor once)") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise FormatError(f"{path}: header is not valid UTF-8 JSON ({e}); {hint}") from None
     if not isinstance(header, dict):
@@ -120,6 +144,15 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     for a, b in zip(ordered, ordered[1:]):
         if b.start < a.end:
             raise FormatError(f"{path}: tensors {a.name!r} and {b.name!r} overlap; {hint}")
+    covered = base
+    for info in ordered:
+        if info.start != covered:
+            raise FormatError(f"{path}: data bytes {covered - base}..{info.start - base} before tensor {info.name!r} "
+                              f"belong to no tensor (the reference safetensors reader refuses such a file); {hint}")
+        covered = info.end
+    if covered != size:
+        raise FormatError(f"{path}: the last {size - covered} data bytes belong to no tensor (the reference "
+                          f"safetensors reader refuses such a file); {hint}")
     return infos, metadata
 
 
@@ -133,7 +166,12 @@ def _check_unique(into: dict[str, TensorInfo], infos: dict[str, TensorInfo], pro
 
 def read_checkpoint(folder: Path, index_name: str = "model.safetensors.index.json",
                     single_name: str = "model.safetensors") -> dict[str, TensorInfo]:
-    """All tensors of a checkpoint folder: the sharded files of the index if present, else the single file."""
+    """All tensors of a checkpoint folder: the sharded files of the index if present, else the single file.
+
+    Raises FormatError for a folder that holds both (transformers loads the single file and ignores the index, a
+    converter that reads the shards converts another model: which one is stale only the user knows), for an index
+    that is not a JSON object of a `weight_map` naming each tensor once, for a shard it names that lies outside the
+    folder or is missing, and for shards that disagree with it."""
     folder = Path(folder)
     index = folder / index_name
     if not index.is_file():
@@ -142,17 +180,24 @@ def read_checkpoint(folder: Path, index_name: str = "model.safetensors.index.jso
         raise FormatError(
             f"no {single_name} or {index_name} in {folder}; point at a folder with safetensors weights. "
             f"{PICKLE_REFUSED}")
+    if (folder / single_name).exists():
+        raise FormatError(f"{folder} holds both {single_name} and the sharded weights of {index_name}: transformers "
+                          f"loads {single_name} and ignores the shards, so which one is the model is ambiguous; "
+                          "remove the stale one (or move it out of the folder) and convert again")
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        document = json.loads(index.read_text(encoding="utf-8"), object_pairs_hook=_unique_pairs)
+        weight_map = document["weight_map"]
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise TypeError("weight_map must map tensor names to file names")
+    except _Duplicate as e:
+        raise FormatError(f"{index}: names {e.key!r} twice; regenerate the index") from None
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise FormatError(f"{index}: cannot read weight_map ({e!r}); re-download or regenerate the index") from None
     problems: list[str] = []
     tensors: dict[str, TensorInfo] = {}
     found: dict[str, set[str]] = {}  # file name in weight_map -> tensor names in that file
     for file in sorted(set(weight_map.values())):
-        if Path(file).is_absolute() or ".." in Path(file).parts:
+        if not inside(file):
             problems.append(f"shard {file} listed in weight_map is outside the checkpoint folder {folder}")
             continue
         if not (folder / file).is_file():
@@ -169,6 +214,15 @@ def read_checkpoint(folder: Path, index_name: str = "model.safetensors.index.jso
         raise FormatError(report(f"{index} does not match its shards", problems,
                                  "re-download the checkpoint or regenerate its index"))
     return tensors
+
+
+def inside(name: str) -> bool:
+    """Whether a file name that a checkpoint's index or metadata gives names a file inside its folder: relative,
+    with no empty, `.` or `..` part (checked by name: links inside the folder, as the Hugging Face cache makes them,
+    are followed as any reader follows them)."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def read_files(paths: list[Path]) -> dict[str, TensorInfo]:
@@ -227,45 +281,118 @@ def read_raw(info: TensorInfo) -> np.ndarray:
     return read_range(info, 0, info.nbytes).view(dtypes.raw(info.dtype)).reshape(info.shape)
 
 
+_MAP_ABOVE = 64 * 2**20  # tensors above this size are viewed through a memory map, smaller ones read whole
+
+
+def _shrunk(info: TensorInfo, size: int) -> FormatError:
+    return FormatError(f"{info.file}: the file shrank to {size} bytes while it was being converted (tensor "
+                       f"{info.name!r} needs bytes up to {info.end}); nothing was written: convert again once the file "
+                       "is complete (is another program writing it?)")
+
+
 class Mappings:
-    """Read-only memory maps of source files, opened on first use and shared by threads: tensors as numpy views
-    without reading them into private memory; `release` drops their pages from this process again."""
+    """Tensors of source files as read-only numpy arrays for steps that compute (transposes), shared by threads.
+
+    A tensor of at most 64 MiB is read whole into memory, so a file that shrinks meanwhile is a short read and an
+    error, never zeros. A larger one is a view of a read-only memory map (its pages are not copied into private
+    memory, and `release` drops them from this process again); its file's size is checked before the view is made and
+    at every `release`, so a file that shrinks is a FormatError at the next check rather than a crash (SIGBUS) when a
+    missing page is touched."""
 
     def __init__(self) -> None:
-        self._maps: dict[Path, mmap.mmap] = {}
+        self._maps: dict[Path, tuple[int, mmap.mmap]] = {}
         self._lock = threading.Lock()
 
-    def _map(self, path: Path) -> mmap.mmap:
+    def _map(self, info: TensorInfo) -> mmap.mmap:
         with self._lock:
-            if path not in self._maps:
-                with _os_errors(FormatError, f"cannot map {path}", "check the file"), open(path, "rb") as f:
-                    self._maps[path] = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-            return self._maps[path]
+            if info.file not in self._maps:
+                with _os_errors(FormatError, f"cannot map {info.file}", "check the file"):
+                    fd = os.open(info.file, os.O_RDONLY)
+                    try:
+                        self._maps[info.file] = fd, mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+                    except BaseException:
+                        os.close(fd)
+                        raise
+            self._check(info)
+            return self._maps[info.file][1]
+
+    def _check(self, info: TensorInfo) -> None:
+        fd = self._maps[info.file][0]
+        size = os.fstat(fd).st_size
+        if size < info.end:
+            raise _shrunk(info, size)
 
     def view(self, info: TensorInfo) -> np.ndarray:
-        """The tensor as a read-only raw array of its shape, backed by the file's pages."""
+        """The tensor as a read-only raw array of its shape (read whole, or backed by the file's pages)."""
         count = info.nbytes // DTYPE_SIZES[info.dtype]
         if not count:
             return np.empty(info.shape, dtypes.raw(info.dtype))
-        mapped = self._map(info.file)
+        if info.nbytes <= _MAP_ABOVE:
+            array = read_raw(info)
+            array.flags.writeable = False  # read-only, as a mapped view is
+            return array
+        mapped = self._map(info)
         start = info.start - info.start % mmap.PAGESIZE
         mapped.madvise(mmap.MADV_WILLNEED, start, info.end - start)  # read ahead: transposes touch it out of order
         return np.frombuffer(mapped, dtypes.raw(info.dtype), count, info.start).reshape(info.shape)
 
     def release(self, info: TensorInfo) -> None:
-        """Drop the tensor's pages from this process (they stay in the page cache)."""
+        """Drop the tensor's pages from this process (they stay in the page cache); raise FormatError if its file
+        has shrunk since."""
         if info.nbytes and info.file in self._maps:
             start = info.start - info.start % mmap.PAGESIZE
-            self._maps[info.file].madvise(mmap.MADV_DONTNEED, start, info.end - start)
+            self._maps[info.file][1].madvise(mmap.MADV_DONTNEED, start, info.end - start)
+            self._check(info)
 
     def close(self) -> None:
         with self._lock:
             maps, self._maps = list(self._maps.values()), {}
-        for mapped in maps:
+        for fd, mapped in maps:
             try:
                 mapped.close()
             except BufferError:  # a view is still alive somewhere; the map closes when it goes
                 pass
+            os.close(fd)
+
+
+def stamps(files: Collection[Path]) -> dict[Path, tuple[int, int, int, int]]:
+    """(device, inode, size, modification time in ns) of each file, to tell later whether it changed."""
+    out = {}
+    for file in files:
+        with _os_errors(FormatError, f"cannot read {file}", "check the path and permissions"):
+            st = os.stat(file)
+        out[Path(file)] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def check_unchanged(before: dict[Path, tuple[int, int, int, int]]) -> None:
+    """Raise FormatError naming the files that changed (replaced, resized or rewritten) since `stamps` was taken:
+    what was read from them may be a mix of two versions."""
+    changed = []
+    for file, stamp in before.items():
+        try:
+            now = stamps([file])[file]
+        except FormatError:
+            changed.append(f"{file} is gone")
+            continue
+        if now != stamp:
+            what = f"its size went from {stamp[2]} to {now[2]} bytes" if now[2] != stamp[2] else "it was rewritten"
+            changed.append(f"{file} changed while it was being converted: {what}")
+    if changed:
+        raise FormatError(report("source files changed during the conversion", changed,
+                                 "nothing was written; convert again once no other program writes the files"))
+
+
+def check_sizes(tensors: Collection[TensorInfo]) -> None:
+    """Raise FormatError if a file no longer holds the bytes its header promised (it shrank after it was read)."""
+    ends: dict[Path, TensorInfo] = {}
+    for info in tensors:
+        if info.file not in ends or info.end > ends[info.file].end:
+            ends[info.file] = info
+    for file, info in ends.items():
+        size = stamps([file])[file][2]
+        if size < info.end:
+            raise _shrunk(info, size)
 
 
 def load(info: TensorInfo):  # noqa: ANN201 - a torch.Tensor; torch is imported only here
@@ -381,7 +508,7 @@ class ShardedWriter:
 
     def write(self, name: str, data: np.ndarray, offset: int = 0) -> None:
         """Write a contiguous array's bytes into tensor `name` at byte `offset` (the whole tensor by default)."""
-        raw = memoryview(np.ascontiguousarray(data)).cast("B")
+        raw = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))  # a zero-size array too
         fd, position = self._claim(name, offset, len(raw))
         with _os_errors(OutputError, f"cannot write tensor {name!r} to {self.weight_map[name]}", "check free space"):
             _pwrite_all(fd, raw, position)
