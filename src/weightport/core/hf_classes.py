@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from weightport.core.paths import Path
+from weightport.core.paths import Path, dotted
+from weightport.errors import ConfigError
 
 # Keys of transformers' base config class (`PreTrainedConfig` in 5.x, `PretrainedConfig` in 4.x, whose generation
 # and task keys 4.x wrote into every config.json) and of the file itself: defined by every class, never converted.
@@ -99,27 +100,32 @@ class HFClass:
     def defines(self, key: str) -> bool:
         return key in self.keys or key in BASE_KEYS
 
-    def fill(self, config: dict) -> dict:
-        """`config` with every absent key set to its default (sub-configs by their own class); a new dict."""
+    def fill(self, config: dict, prefix: Path = ()) -> dict:
+        """`config` with every absent key set to its default (sub-configs by their own class); a new dict.
+
+        Raises ConfigError for a dict-valued key (`Merged`, `Sub`: `rope_parameters`, `text_config`) whose value is
+        neither a mapping nor null: the class's constructor refuses it, and a default in its place would describe
+        another model."""
         out = copy.deepcopy(config)
         later = []
         for key, default in self.keys.items():
+            if isinstance(default, (Merged, Sub)) and not isinstance(out.get(key), (dict, type(None))):
+                raise ConfigError(f"config.json {dotted(prefix + (key,))} = {out[key]!r} should be a mapping (or "
+                                  f"null), as {self.name} reads it; transformers refuses this config: fix the value")
             if isinstance(default, (From, Merged)):
                 later.append((key, default))
             elif isinstance(default, Sub):
                 sub = out.get(key)
                 if sub is None:
                     sub = {"model_type": default.default}
-                if isinstance(sub, dict):
-                    kind = sub.get("model_type", default.default)
-                    out[key] = default.classes[kind].fill({"model_type": kind, **sub}) if kind in default.classes \
-                        else sub
+                kind = sub.get("model_type", default.default)
+                out[key] = default.classes[kind].fill({"model_type": kind, **sub}, prefix + (key,)) \
+                    if kind in default.classes else sub
             elif key not in out:
                 out[key] = copy.deepcopy(default)
         for key, default in later:  # after the plain defaults they may read
             if isinstance(default, Merged):
-                given = out.get(key)
-                out[key] = default.merge(given if isinstance(given, dict) else {}, out)
+                out[key] = default.merge(out.get(key) or {}, out)
             elif out.get(key) is None:
                 try:
                     out[key] = default.compute(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,12 @@ def read_config(path: Path) -> dict[str, Any]:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FormatError(f"{path}: not found; an HF checkpoint folder needs a config.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise FormatError(f"{path}: cannot be read as JSON ({err}); "
-                          f"fix the file or re-download the checkpoint") from err
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        why = str(err)
+        if "integer string conversion" in why:  # a ValueError of int(), not json's: more digits than Python reads
+            why = f"an integer of more than {sys.get_int_max_str_digits()} digits, which no config value can be"
+        raise FormatError(f"{path}: cannot be read as JSON ({why}); "
+                          f"fix the file or re-download the checkpoint") from None
     if not isinstance(config, dict):
         raise FormatError(f"{path}: the top level must be a JSON object; fix the file or re-download the checkpoint")
     return config

@@ -18,8 +18,12 @@ from typing import Any
 import yaml
 
 from weightport.errors import FormatError
+from weightport.io.safetensors import inside
 
 FAST_LLM_VERSION = "0.4.0"
+# The most values a metadata.yaml may hold once its aliases are expanded. A real one holds a few thousand (the
+# config, one state_index entry per tensor, the recorded config.json); a few aliases nested can stand for billions.
+MAX_VALUES = 1_000_000
 METADATA = "metadata.yaml"
 SHARD = "weights"
 
@@ -44,6 +48,7 @@ def read_metadata(folder: Path) -> dict[str, Any]:
                           f"read, nothing in it is executed; {hint}") from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as err:
         raise FormatError(f"{path}: cannot be read as YAML ({type(err).__name__}: {err}); {hint}") from None
+    _check_size(meta, path)
     if not isinstance(meta, dict):
         raise FormatError(f"{path}: the top level must be a mapping; {hint}")
     for key in ("config", "metadata"):
@@ -67,9 +72,67 @@ def read_metadata(folder: Path) -> dict[str, Any]:
     index = meta["metadata"].get("state_index")
     if not isinstance(index, dict) or not index or not all(isinstance(v, str) for v in index.values()):
         raise FormatError(f"{path}: metadata.state_index is missing, empty or not a mapping of names to files; {hint}")
-    if not isinstance(meta["metadata"].get("weightport") or {}, dict):
-        raise FormatError(f"{path}: metadata.weightport must be a mapping; {hint}")
+    _check_weightport(meta["metadata"].get("weightport"), path)
     return meta
+
+
+def _check_size(document: Any, path: Path) -> None:
+    """Raise FormatError if the document, its YAML aliases expanded, holds more than MAX_VALUES values, or refers
+    to itself (what every later walk over it would do: copy, compare, write JSON)."""
+    sizes: dict[int, int] = {}  # id of a list or mapping -> values under it, aliases expanded
+    open_: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise FormatError(f"{path}: a YAML alias refers to the mapping or list that holds it (an endless "
+                              "document); write the values out, or re-save the checkpoint")
+        open_.add(key)
+        total = 1
+        for child in (node.values() if isinstance(node, dict) else node):
+            total += size(child)
+            if total > MAX_VALUES:
+                raise FormatError(f"{path}: holds more than {MAX_VALUES:,} values once its YAML aliases are expanded "
+                                  "(an alias bomb, or not a checkpoint's metadata); re-save the checkpoint")
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(document)
+    except RecursionError:
+        raise FormatError(f"{path}: nested too deeply to be a checkpoint's metadata; re-save the checkpoint") from None
+
+
+# metadata.weightport, as weightport writes it: key -> (the types a value may have, what it is).
+_WEIGHTPORT = {
+    "format": ((str,), "the HF format name"),
+    "hf_layout": ((str,), "the config.json layout name"),
+    "hf_config": ((dict,), "the source config.json as a mapping"),
+    "carried_tensors": ((list,), "a list of file names under hf_files/"),
+}
+
+
+def _check_weightport(extras: Any, path: Path) -> None:
+    """Raise FormatError if `metadata.weightport` (what weightport recorded at import) is not as weightport writes
+    it: a mapping whose known entries have their types, and whose carried tensor files lie inside `hf_files/`."""
+    hint = "restore the file as weightport wrote it, or remove metadata.weightport and name the HF model with --origin"
+    if extras is None:
+        return
+    if not isinstance(extras, dict):
+        raise FormatError(f"{path}: metadata.weightport must be a mapping, got {extras!r}; {hint}")
+    for key, (types, what) in _WEIGHTPORT.items():
+        value = extras.get(key)
+        if value is not None and not isinstance(value, types):
+            raise FormatError(f"{path}: metadata.weightport.{key} should be {what}, got {value!r}; {hint}")
+    for name in extras.get("carried_tensors") or []:
+        if not inside(name):
+            raise FormatError(f"{path}: metadata.weightport.carried_tensors names {name!r}, which is not a file inside "
+                              f"the checkpoint's hf_files/ folder; a checkpoint may only name its own files; {hint}")
 
 
 def model_type(meta: dict[str, Any]) -> str:
