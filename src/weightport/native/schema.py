@@ -270,7 +270,60 @@ def _resolve(kind: str, value: Any, path: Path, only: tuple[str, ...]) -> Any:
                                   f"{field.kind} configs, got {given!r}")
             out[name] = {k: _resolve(field.kind, v, path + (name, k), ()) for k, v in (given or {}).items()}
     _validate(kind, out, path)
+    _units(kind, out, path)
     return out
+
+
+# The most repeated units a model may have: block positions times the experts of their blocks (DeepSeek-V3 has 61 x
+# 256, Kimi K2 61 x 384). A count above it is a corrupt or hostile config: walking it would take minutes and gigabytes
+# before any tensor could disagree with it. `fits` bounds the blocks by what the files hold.
+MAX_UNITS = 2**17
+
+
+def _units(kind: str, cfg: dict, path: Path) -> None:
+    """Raise ConfigError for a repeat count that is negative or beyond MAX_UNITS, before anything is repeated."""
+    if kind == "block_sequence":
+        experts = max(_experts(cfg), 1)
+        if cfg["num_blocks"] * experts > MAX_UNITS:
+            raise FieldTypeError(path + ("num_blocks",), cfg["num_blocks"],
+                                 f"at most {MAX_UNITS // experts:,} blocks"
+                                 + (f" of {experts:,} experts" if experts > 1 else "")
+                                 + f" (weightport converts at most {MAX_UNITS:,} block-experts; the largest published "
+                                 "models have a few thousand)")
+    if kind == "head" and not 1 <= cfg["prediction_heads"] <= 64:
+        raise FieldTypeError(path + ("prediction_heads",), cfg["prediction_heads"], "between 1 and 64")
+
+
+def _experts(node: Any) -> int:
+    """The most experts of a mixture of experts in a (resolved) config tree, 0 if it has none."""
+    if isinstance(node, list):
+        return max(map(_experts, node), default=0)
+    if not isinstance(node, dict):
+        return 0
+    own = node["experts"] if node.get("type") == "moe" and isinstance(node.get("experts"), int) else 0
+    return max(own, max(map(_experts, node.values()), default=0))
+
+
+def block_positions(config: dict) -> int:
+    """The block positions of a resolved model config: every block sequence's blocks (decoder, vision encoder) and
+    the extra blocks of multi-token prediction. Each position has at least one tensor, so files that hold fewer
+    tensors cannot be this model."""
+    def count(node: Any) -> int:
+        if isinstance(node, list):
+            return sum(map(count, node))
+        if not isinstance(node, dict):
+            return 0
+        if node.get("type") in ("fixed", "pattern") and isinstance(node.get("num_blocks"), int):
+            return node["num_blocks"]
+        return sum(map(count, node.values()))
+
+    return count(config) + max(get_int(config, ("head", "prediction_heads"), 1) - 1, 0)
+
+
+def get_int(config: dict, path: Path, default: int) -> int:
+    for key in path:
+        config = config.get(key) if isinstance(config, dict) else None
+    return config if isinstance(config, int) else default
 
 
 # The kind of value a field holds, from the type of its default (Fast-LLM's fields are typed alike); a float field
@@ -280,20 +333,27 @@ _KINDS = ((bool, (bool,), "true or false"), (int, (int,), "an integer"), (float,
 
 
 class FieldTypeError(ConfigError):
-    """A native field at `path` holds `value`, which is not `expected` (in words)."""
+    """A native field at `path` holds `value`, which is not `expected` (in words); `shown` is the value as messages
+    write it (a number of thousands of digits by its length)."""
 
     def __init__(self, path: Path, value: Any, expected: str):
-        super().__init__(f"native config: {dotted(path)} = {value!r} should be {expected}")
         self.path, self.value, self.expected = path, value, expected
+        self.shown = f"a {len(str(value))}-digit number" if isinstance(value, int) and abs(value) > 10**30 \
+            else repr(value)
+        super().__init__(f"native config: {dotted(path)} = {self.shown} should be {expected}; fix the value")
 
 
 def _check_type(field: Value, given: Any, path: Path) -> None:
+    """Raise FieldTypeError for a value that is not of the kind of the field's default; an integer (every count and
+    size of Fast-LLM's schema) must also be at least 0."""
     if field.default is None:
         return
     for kind, accepted, words in _KINDS:
         if isinstance(field.default, kind):
             if isinstance(given, bool) and kind is not bool or not isinstance(given, accepted):
                 raise FieldTypeError(path, given, words)
+            if kind is int and given < 0:
+                raise FieldTypeError(path, given, "a count or size of at least 0")
             return
 
 
@@ -342,7 +402,14 @@ def _pattern(sequence: dict) -> list[str]:
 
 def prediction_blocks(config: dict) -> list[dict]:
     """The extra blocks of multi-token prediction: one copy of the decoder's last block per extra head."""
-    return [blocks(config["decoder"])[-1]] * (config["head"]["prediction_heads"] - 1)
+    extra = config["head"]["prediction_heads"] - 1
+    if not extra:
+        return []
+    decoder = blocks(config["decoder"])
+    if not decoder:
+        raise ConfigError("native config: head.prediction_heads > 1 copies the decoder's last block, but the decoder "
+                          "has no blocks; fix decoder.num_blocks")
+    return [decoder[-1]] * extra
 
 
 def block_names(sequence: dict) -> list[str]:
