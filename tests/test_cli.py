@@ -121,7 +121,7 @@ def test_broken_tensors_are_reported_and_write_nothing(tiny, tmp_path, damage, e
 
 
 def test_bad_input_and_usage(tiny, tmp_path):
-    assert "neither config.json" in fails("convert", tmp_path / "nowhere", tmp_path / "out")
+    assert "nowhere does not exist; check the path" in fails("convert", tmp_path / "nowhere", tmp_path / "out")
     cli("convert", tiny, tmp_path / "native")
     assert "--overwrite" in fails("convert", tiny, tmp_path / "native")
     cli("convert", tiny, tmp_path / "native", "--overwrite")

@@ -30,7 +30,7 @@ from weightport.io import hf_config, remote_code, safetensors
 from weightport.io.atomic import atomic_output
 from weightport.native import checkpoint as native_ckpt
 from weightport.native.model import parameters
-from weightport.native.schema import FieldTypeError, canonical, resolve
+from weightport.native.schema import KINDS, FieldTypeError, block_positions, canonical, resolve
 
 SIDES = ("hf", "native")
 DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
@@ -112,7 +112,7 @@ def _import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str, list[st
     except FieldTypeError as err:
         if err.path not in sources:
             raise
-        raise ConfigError(f"{spec.name}: config.json {dotted(sources[err.path])} = {err.value!r} should be "
+        raise ConfigError(f"{spec.name}: config.json {dotted(sources[err.path])} = {err.shown} should be "
                           f"{err.expected} (it sets the native {dotted(err.path)}); fix the value") from None
     return explicit, config, layout, [dotted(k) for k in kept]
 
@@ -246,10 +246,21 @@ def open_origin(path: str | Path, format: str | None = None) -> Origin:
         if format is not None and format != spec.name:
             raise _disagrees(format, path, spec.name)
         config = _resolve(spec, meta["config"]["base_model"])
-        return Origin(path, spec, extras["hf_config"], extras.get("hf_layout", spec.hf_layout), config,
+        return Origin(path, spec, extras["hf_config"], _recorded_layout(extras, spec, path), config,
                       carried_files(path / CARRIED_FOLDER), native_carried_tensors(path, extras))
-    raise FormatError(f"--origin {path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found; name the "
-                      "HF folder training started from, or the native folder weightport wrote at import")
+    if path.is_dir() and not any(path.glob("*.bin")):
+        raise FormatError(f"--origin {path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found; name "
+                          "the HF folder training started from, or the native folder weightport wrote at import")
+    raise not_a_checkpoint(path, "--origin ")
+
+
+def _recorded_layout(extras: dict, spec: ModelSpec, path: Path) -> str:
+    """The config.json layout a native checkpoint records (its format's default where it records none)."""
+    layout = extras.get("hf_layout") or spec.hf_layout
+    if layout not in layouts.NAMES:
+        raise ConfigError(f"{path}: metadata.weightport.hf_layout = {layout!r} is not a config.json layout (supported: "
+                          f"{', '.join(layouts.NAMES)}); fix the entry or remove it")
+    return layout
 
 
 def hf_carried_tensors(spec: ModelSpec, config: dict, path: Path) -> dict[str, safetensors.TensorInfo] | None:
@@ -269,6 +280,10 @@ def native_carried_tensors(path: Path, extras: dict) -> dict[str, safetensors.Te
     files = extras.get("carried_tensors")
     if not isinstance(files, list):
         return None
+    outside = [name for name in files if not safetensors.inside(name)]
+    if outside:  # read_metadata refuses these; the check stays beside the read
+        raise FormatError(f"{path}: metadata.weightport.carried_tensors names {', '.join(map(repr, outside))} outside "
+                          f"{CARRIED_FOLDER}/; a checkpoint may only name its own files")
     return safetensors.read_files([path / CARRIED_FOLDER / name for name in files])
 
 
@@ -328,6 +343,21 @@ def describing_formats(model: str, explicit: dict) -> list[str]:
     return found
 
 
+def _describes(spec: ModelSpec, config: dict, explicit: dict, where: str, layout: str | None = None,
+               original: dict | None = None) -> dict:
+    """The config.json of a resolved native config in format `spec` (in `layout`, default the format's own; with the
+    `original` config.json's keys, see `export_config`); raises
+    ConfigError, naming the fields and the formats that can describe the model instead, if `spec` cannot (a Qwen2
+    model as `llama`, a logit softcap that a format has no key for): every export, file or in memory, checks this
+    before its weight rules run."""
+    try:
+        return export_config(spec, config, layout or spec.hf_layout, original)
+    except ConfigError as err:
+        fits = [f for f in describing_formats(spec.native_model, explicit) if f != spec.name]
+        raise ConfigError(f"{where}: {err}\nformats that can describe this native model: "
+                          f"{', '.join(fits) or 'none'}") from None
+
+
 def export_target(native_config: dict, format: str | None = None, origin: str | Path | Origin | None = None, *,
                   recorded: str | None = None, where: str = "the native config"
                   ) -> tuple[ModelSpec, dict, Origin | None]:
@@ -352,11 +382,15 @@ def export_target(native_config: dict, format: str | None = None, origin: str | 
                               f"and {len(found) or 'no'} format{'s' if len(found) != 1 else ''} can describe its "
                               f"architecture{': ' + ', '.join(found) if found else ''}; {hint}")
         name = found[0]
+    if name == recorded and name not in families.names():
+        raise ConfigError(f"{where}: metadata.weightport.format = {name!r} is not a format of this weightport "
+                          f"(supported: {', '.join(families.names())}); pass --format or --origin, or fix the file")
     spec = families.load(name)
     if model is not None and model != spec.native_model:
         raise ConfigError(f"{where}: native model type {model!r} does not match format {name!r} (which needs "
                           f"{spec.native_model!r})")
     config = _resolve(spec, explicit)
+    _describes(spec, config, explicit, where)
     if origin is not None:
         differences = _architecture_differences(spec, config, origin.config)
         if differences:
@@ -390,6 +424,7 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
         spec = families.load(format or families.detect(raw))
         explicit, config, layout, kept = _import_config(spec, raw)
         tensors = safetensors.read_checkpoint(path)
+        _check_fits(config, len(tensors), path)
         notes = _value_notes(spec, raw, config, layout)
         if kept:
             notes.append(f"config.json: {len(kept)} key(s) that the {spec.hf_class.name} class does not define, so "
@@ -405,9 +440,11 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
         if wrapper and format is not None and format != recorded and origin is None:
             text_only = True  # another format than the recorded wrapper's: its text model alone
         chosen = None if text_only and (wrapper or origin is not None) else format
+        infos = safetensors.read_files(native_ckpt.weight_files(path, meta))
+        if native_ckpt.model_type(meta) in KINDS:  # before export_target, which expands every block
+            _check_fits(resolve(native_ckpt.model_type(meta), explicit), len(infos), path)
         spec, config, origin = export_target({"base_model": explicit, "type": native_ckpt.model_type(meta)}, chosen,
                                              origin, recorded=recorded, where=str(path))
-        infos = safetensors.read_files(native_ckpt.weight_files(path, meta))
         index = meta["metadata"]["state_index"]
         problems = [f"{key} (listed in metadata.yaml under {file}) is not in that file"
                     for key, file in index.items() if key not in infos or infos[key].file.name != str(file)]
@@ -426,7 +463,7 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
                                 notes, origin.carried, origin, origin.carried_tensors)
         else:
             opened = Checkpoint("native", path, spec, explicit, config, tensors, extras.get("hf_config"),
-                                extras.get("hf_layout", spec.hf_layout), notes, carried_files(path / CARRIED_FOLDER),
+                                _recorded_layout(extras, spec, path), notes, carried_files(path / CARRIED_FOLDER),
                                 carried_tensors=native_carried_tensors(path, extras))
         if text_only:
             text_spec, text = text_model(spec, opened.hf_config, format if format != spec.name else None)
@@ -434,11 +471,36 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
                 raise ConfigError(f"--format {text_spec.name} cannot hold the text model of {spec.name}")
             opened = replace(opened, spec=text_spec, hf_config=text, carried_tensors=None)
         return opened
-    if path.is_dir() and any(path.glob("*.bin")):
-        raise FormatError(f"{path}: no config.json or {native_ckpt.METADATA}, only .bin weights. "
-                          f"{safetensors.PICKLE_REFUSED}")
-    raise FormatError(f"{path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found; "
-                      "point to a checkpoint folder")
+    raise not_a_checkpoint(path)
+
+
+def not_a_checkpoint(path: Path, what: str = "") -> FormatError:
+    """The error for a path that is not a checkpoint folder: it does not exist, is not a folder, holds only pickled
+    weights, or holds neither config file. `what` names the option it was given as (`--origin `)."""
+    if not path.exists() and not path.is_symlink():
+        return FormatError(f"{what}{path} does not exist; check the path (a checkpoint folder, with config.json or "
+                           f"{native_ckpt.METADATA})")
+    if not path.is_dir():
+        if path.name in ("config.json", native_ckpt.METADATA) or path.suffix == ".safetensors":
+            return FormatError(f"{what}{path} is a file of a checkpoint, not a folder; point to the folder that holds "
+                               f"it: {path.parent}")
+        return FormatError(f"{what}{path} is not a folder; point to a checkpoint folder (with config.json or "
+                           f"{native_ckpt.METADATA})")
+    if any(path.glob("*.bin")):
+        return FormatError(f"{what}{path}: no config.json or {native_ckpt.METADATA}, only .bin weights. "
+                           f"{safetensors.PICKLE_REFUSED}")
+    return FormatError(f"{what}{path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found; "
+                       "point to a checkpoint folder")
+
+
+def _check_fits(config: dict, tensors: int, path: Path) -> None:
+    """Raise ConfigError if a resolved native config has more blocks than the files have tensors (each block holds
+    at least one): a count no file can hold, refused before a plan spends time and memory on it."""
+    positions = block_positions(config)
+    if positions > tensors:
+        raise ConfigError(f"{path}: the config describes {positions:,} blocks, but the files hold only {tensors:,} "
+                          "tensors (a block has at least one): fix the block count (num_hidden_layers, or "
+                          "decoder.num_blocks natively)")
 
 
 def _open(source: str | Path | Checkpoint, format: str | None, origin: str | Path | Origin | None,
@@ -476,6 +538,29 @@ def plan(source: str | Path | Checkpoint, *, to: str | None = None, format: str 
     return _plan(source, to, format, dtype, hf_layout, origin, modeling_code, text_only)[0]
 
 
+def check(source: str | Path | Checkpoint, *, to: str | None = None, format: str | None = None,
+          dtype: str = "auto", hf_layout: str | None = None, origin: str | Path | Origin | None = None,
+          modeling_code: str | Path | None = None, text_only: bool = False) -> Plan:
+    """Whether `convert` would succeed on `source`, writing nothing: the plan (see `plan`), and the checks `convert`
+    makes on the data before any output appears, which headers cannot answer: each tied copy an HF checkpoint still
+    holds (`lm_head.weight` beside a tied embedding) is read and compared bit for bit with its original. Returns the
+    plan, whose notes also say what was compared; raises what `plan` raises, and CoverageError for a tied copy that
+    differs (naming both tensors and the first element), as `convert` would. What neither checks: whether the values
+    are sensible (NaN, a wrong model of the right shapes)."""
+    src = _open(source, format, origin, text_only)
+    the_plan = _plan(src, to, None, dtype, hf_layout, None, modeling_code)[0]
+    checks = [step for step in the_plan.steps if not step.dst]
+    if not checks:
+        return the_plan
+    inputs = _Inputs(src.tensors)
+    try:
+        run(replace(the_plan, steps=tuple(checks)), inputs, None, workers=1)
+    finally:
+        inputs.maps.close()
+    compared = ", ".join(f"{step.src[0].name} = {step.src[1].name}" for step in checks)
+    return replace(the_plan, notes=the_plan.notes + (f"tied copies read and found bit-equal: {compared}",))
+
+
 def _plan(source: str | Path | Checkpoint, to: str | None, format: str | None, dtype: str, hf_layout: str | None,
           origin: str | Path | Origin | None, modeling_code: str | Path | None, text_only: bool = False
           ) -> tuple[Plan, list[Path]]:
@@ -496,12 +581,7 @@ def _plan(source: str | Path | Checkpoint, to: str | None, format: str | None, d
     layout = hf_layout or src.hf_layout
     carried, code_notes = src.carried, ()
     if to == "hf":  # the config first: a format that cannot describe the model is said so before its weight rules run
-        try:
-            config = export_config(src.spec, src.config, layout, src.hf_config)
-        except ConfigError as err:
-            fits = [f for f in describing_formats(src.spec.native_model, src.explicit) if f != src.spec.name]
-            raise ConfigError(f"{src.path}: {err}\nformats that can describe this native model: "
-                              f"{', '.join(fits) or 'none'}") from None
+        config = _describes(src.spec, src.config, src.explicit, str(src.path), layout, src.hf_config)
         carried, code_notes = _hf_files(src, config, modeling_code)
     notes = tuple(src.notes)
     if carried:
@@ -687,6 +767,7 @@ class _Job:
     files: dict[str, list[safetensors.OutputTensor]]
     kept: frozenset[str]  # names of the carried HF tensors (written under hf_files/ on import)
     suffix: str
+    stamps: dict[Path, tuple[int, int, int, int]]  # every file read, as it was when planned (safetensors.stamps)
 
     @property
     def to_native(self) -> bool:
@@ -722,7 +803,8 @@ def _prepare(source: str | Path | Checkpoint, to: str | None, format: str | None
         side = safetensors.shard_layout([safetensors.OutputTensor(r.name, r.dtype, r.shape) for r in kept],
                                         max_shard_size, _carried_names)
         files |= {f"{CARRIED_FOLDER}/{file}": group for file, group in side.items()}
-    return _Job(the_plan, src, carried, files, frozenset(r.name for r in kept), suffix)
+    read = {info.file for info in [*src.tensors.values(), *(src.carried_tensors or {}).values()]} | set(carried)
+    return _Job(the_plan, src, carried, files, frozenset(r.name for r in kept), suffix, safetensors.stamps(read))
 
 
 def _write(job: _Job, tmp: Path, max_shard_size: int | None, workers: int, progress: Callable[[Step], None] | None,
@@ -769,7 +851,8 @@ def _output_errors(what: str) -> Iterator[None]:
 
 def _finish(job: _Job, tmp: Path) -> None:
     """Write what completes the output once every tensor is written: carried files, metadata or index and
-    config.json."""
+    config.json. Raises FormatError if a file read changed since it was planned from (the output could mix two
+    versions of it)."""
     carried_to = job.carried_to(tmp)
     for file in job.carried:
         with _output_errors(f"copy {file} into the output as {(carried_to / file.name).relative_to(tmp)}"):
@@ -788,6 +871,7 @@ def _finish(job: _Job, tmp: Path) -> None:
         safetensors.write_hf_index(tmp, weight_map, sum(safetensors.file_bytes(g) for g in job.files.values()))
         with _output_errors("write the output's config.json"):
             hf_config.write_config(tmp / "config.json", job.plan.config)
+    safetensors.check_unchanged(job.stamps)
 
 
 def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str | None = None,
@@ -821,17 +905,18 @@ def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str
     job = prepare() if group is None else group.together("planning", prepare)
     src = job.src
     inputs = {src.path, *([src.origin.path] if src.origin else []), *([Path(modeling_code)] if modeling_code else [])}
+    cleaned: list[Path] = []
     if group is None:
-        with atomic_output(Path(destination), overwrite=overwrite, inputs=inputs) as tmp:
+        with atomic_output(Path(destination), overwrite=overwrite, inputs=inputs, cleaned=cleaned) as tmp:
             _write(job, tmp, max_shard_size, workers, progress)
             _finish(job, tmp)
-        return job.plan
+        return _cleaned_note(job.plan, cleaned)
     sizes = {file: safetensors.file_bytes(g) for file, g in job.files.items()}
     owner = distributed.deal(sizes, group.size)
     mine = {file for file, rank in owner.items() if rank == group.rank}
     write = lambda tmp, relay: _write(job, tmp, max_shard_size, workers, relay, mine,  # noqa: E731
                                       checks=group.rank == 0)
-    with distributed.stop_on_sigterm():
+    with distributed.stop_on_signals():
         if group.rank != 0:
             tmp = group.receive_folder()
             try:
@@ -844,7 +929,7 @@ def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str
             return job.plan
         told, written = False, False
         try:
-            with atomic_output(Path(destination), overwrite=overwrite, inputs=inputs) as tmp:
+            with atomic_output(Path(destination), overwrite=overwrite, inputs=inputs, cleaned=cleaned) as tmp:
                 group.send_folder(tmp)
                 told = True
                 with distributed.relay_progress(group, job.plan.steps, tmp, job.file_of(), owner, progress) as relay:
@@ -858,9 +943,18 @@ def convert(source: str | Path | Checkpoint, destination: str | Path, *, to: str
                 group.agree(err, "finishing the output")
             raise
         group.agree(None, "finishing the output")
-    return job.plan
+    return _cleaned_note(job.plan, cleaned)
 
 
-__all__ = ["Checkpoint", "Origin", "convert", "describing_formats", "export_config", "import_config", "not_restored",
+def _cleaned_note(plan: Plan, cleaned: list[Path]) -> Plan:
+    """`plan`, with a note naming the temporary folders of killed runs that were removed, if any."""
+    if not cleaned:
+        return plan
+    return replace(plan, notes=plan.notes + (
+        f"removed {len(cleaned)} temporary folder(s) that killed runs on this host left beside the output: "
+        f"{', '.join(p.name for p in cleaned)}",))
+
+
+__all__ = ["Checkpoint", "Origin", "check", "convert", "describing_formats", "export_config", "import_config", "not_restored",
            "open_checkpoint", "open_origin", "plan", "text_model"]
 

@@ -175,22 +175,35 @@ def deal(sizes: dict[str, int], processes: int) -> dict[str, int]:
     return owner
 
 
+class Stopped(SystemExit):
+    """A signal that ends a process (SIGTERM from a job scheduler or torchrun, SIGHUP from a closed terminal), raised
+    in the main thread so that what the process was writing is removed on the way out, as after Ctrl-C. Its exit code
+    is the shell's for that signal (128 + its number: 143, 129)."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
 @contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """While the block runs (in the main thread), SIGTERM raises SystemExit, so that a process torchrun stops
-    because another failed removes what it wrote on its way out."""
+def stop_on_signals(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """While the block runs (in the main thread), SIGTERM and SIGHUP raise `Stopped`, so that a process stopped from
+    outside (a scheduler, torchrun stopping a job because another process failed, a closed terminal) removes what it
+    wrote on its way out. Elsewhere than in the main thread it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
+        raise Stopped(signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 PROGRESS = ".progress-{rank}"  # in the temporary output folder; removed before it moves into place

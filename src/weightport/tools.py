@@ -50,7 +50,7 @@ def inspect(path: str | Path) -> dict:
                  "other_shards": sorted({k.partition("/")[2] for k in infos} - {native_ckpt.SHARD}),
                  "carried": [p.name for p in api.carried_files(path / api.CARRIED_FOLDER)]}
     else:
-        raise FormatError(f"{path}: neither config.json (HF) nor {native_ckpt.METADATA} (native) found")
+        raise api.not_a_checkpoint(path)
     parts = carried_parts(families.load(info["format"])) if info.get("format") in families.names() else []
     if parts:
         if info["side"] == "native":

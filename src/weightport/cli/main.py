@@ -116,9 +116,10 @@ def _convert(args: argparse.Namespace, rank: int = 0) -> None:
     total = sum(nbytes(r) for step in plan.steps for r in step.dst)
     bar = _progress(total, args.quiet or rank != 0)  # one display for the whole job
     try:
-        api.convert(source, args.dst, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout, max_shard_size=shard,
-                    overwrite=args.overwrite, workers=args.workers, modeling_code=args.modeling_code,
-                    progress=bar and (lambda step: bar.update(sum(nbytes(r) for r in step.dst))))
+        plan = api.convert(source, args.dst, to=args.to, dtype=args.dtype, hf_layout=args.hf_layout,
+                           max_shard_size=shard, overwrite=args.overwrite, workers=args.workers,
+                           modeling_code=args.modeling_code,
+                           progress=bar and (lambda step: bar.update(sum(nbytes(r) for r in step.dst))))
     finally:
         if bar is not None:
             bar.close()
@@ -187,40 +188,48 @@ def _demo(folder: Path | None) -> None:
         raise SystemExit(1)
 
 
+def _run(args: argparse.Namespace, group: distributed.Group | None) -> int:
+    """Run one command; its exit code."""
+    if args.command == "convert":
+        _convert(args, group.rank if group else 0)
+    elif args.command == "plan":
+        plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout,
+                        origin=args.origin, modeling_code=args.modeling_code, text_only=args.text_only)
+        print(json.dumps(plan.as_dict(), indent=2)) if args.json else _print_plan(plan)
+    elif args.command == "check":
+        plan = api.check(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout,
+                         origin=args.origin, modeling_code=args.modeling_code, text_only=args.text_only)
+        produced = sum(len(s.dst) for s in plan.steps)
+        for note in plan.notes:
+            print(f"note: {note}")
+        print(f"{plan.family} {plan.direction}: complete: every source tensor is consumed once and "
+              f"{produced:,} tensors are produced once ({len(plan.steps)} steps); config covered")
+    elif args.command == "inspect":
+        _inspect(args)
+    elif args.command == "verify":
+        return _verify(args)
+    elif args.command == "demo":
+        _demo(args.dir)
+    else:
+        specs = [families.load(name) for name in FORMATS]
+        width = max(len(spec.model_type) for spec in specs)
+        for spec in specs:
+            print(f"{spec.name:<18} model_type {spec.model_type:<{width}}  {spec.architecture} "
+                  f"({spec.native_model})")
+            if spec.text is not None:
+                parts = ", ".join(tools.carried_parts(spec)) or "nothing"
+                print(f"{'':<18} converts its {spec.text[0]} (default format {spec.text[1]}), carries {parts}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     group = None
     try:
-        if args.command == "convert":
-            group = distributed.start_from_environment()  # under torchrun: one part of the job
-            _convert(args, group.rank if group else 0)
-        elif args.command == "plan":
-            plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout,
-                            origin=args.origin, modeling_code=args.modeling_code, text_only=args.text_only)
-            print(json.dumps(plan.as_dict(), indent=2)) if args.json else _print_plan(plan)
-        elif args.command == "check":
-            plan = api.plan(args.src, to=args.to, format=args.format, dtype=args.dtype, hf_layout=args.hf_layout,
-                            origin=args.origin, modeling_code=args.modeling_code, text_only=args.text_only)
-            produced = sum(len(s.dst) for s in plan.steps)
-            for note in plan.notes:
-                print(f"note: {note}")
-            print(f"{plan.family} {plan.direction}: complete: every source tensor is consumed once and "
-                  f"{produced:,} tensors are produced once ({len(plan.steps)} steps); config covered")
-        elif args.command == "inspect":
-            _inspect(args)
-        elif args.command == "verify":
-            return _verify(args)
-        elif args.command == "demo":
-            _demo(args.dir)
-        else:
-            specs = [families.load(name) for name in FORMATS]
-            width = max(len(spec.model_type) for spec in specs)
-            for spec in specs:
-                print(f"{spec.name:<18} model_type {spec.model_type:<{width}}  {spec.architecture} "
-                      f"({spec.native_model})")
-                if spec.text is not None:
-                    parts = ", ".join(tools.carried_parts(spec)) or "nothing"
-                    print(f"{'':<18} converts its {spec.text[0]} (default format {spec.text[1]}), carries {parts}")
+        with distributed.stop_on_signals():  # SIGTERM, SIGHUP: cleaned up as after Ctrl-C
+            if args.command == "convert":
+                group = distributed.start_from_environment()  # under torchrun: one part of the job
+            return _run(args, group)
     except WeightportError as err:
         if args.debug:
             raise
@@ -234,10 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("weightport: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except distributed.Stopped as stop:
+        print(f"weightport: stopped by {stop.name}; nothing was written", file=sys.stderr)
+        return stop.code
     finally:
         if group is not None:
             distributed.stop()
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Protocol
 
 import numpy as np
@@ -261,6 +261,11 @@ def run(plan: Plan, source: Source, sink: Sink, *, workers: int = 2,
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightport") as pool:
         futures = [pool.submit(work, copies, transforms)]
         futures += [pool.submit(work, transforms, copies) for _ in range(workers - 1)]
+        try:
+            wait(futures)
+        except BaseException:  # Ctrl-C or a signal in this (main) thread: the workers stop after their current step
+            failed.set()  # before the output they write into is removed, instead of running the plan to its end
+            raise
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]

@@ -58,8 +58,21 @@ def detect(config: object) -> str:
         found = ", ".join(_found(config, key) for key in dict.fromkeys(k for spec in sharing for k in spec.detect_by))
         raise ConfigError(f"config.json has model_type {model_type!r} and {found}, which no format of that type "
                           f"reads ({_needs(sharing)}); weightport does not convert this model")
-    found = "no model_type" if model_type is None else f"model_type {model_type!r}, which no supported format uses"
-    raise ConfigError(f"config.json has {found} (supported: {', '.join(FAMILIES)}); pass --format to choose one")
+    if model_type is None:
+        raise ConfigError(f"config.json has no model_type; pass --format to choose one of: {', '.join(names())}")
+    raise unsupported(model_type)
+
+
+def model_types() -> list[str]:
+    """The HF `model_type`s weightport reads (each format's, and the older names it also reads), without repeats."""
+    return list(dict.fromkeys(t for spec in map(load, names()) for t in (spec.model_type, *spec.aliases)))
+
+
+def unsupported(model_type: object) -> ConfigError:
+    """The error for a config.json of a model type that no format reads."""
+    return ConfigError(f"config.json has model_type {model_type!r}, which weightport does not convert (no format reads "
+                       f"it, so --format cannot help); supported model types: {', '.join(model_types())}. "
+                       "`weightport formats` lists the formats; report the model type if you need it")
 
 
 def check(spec: ModelSpec, config: dict) -> None:
@@ -69,10 +82,9 @@ def check(spec: ModelSpec, config: dict) -> None:
     if not isinstance(config, dict) or config.get("model_type") is None:
         return
     if not _has_type(spec, config["model_type"]):
-        try:
-            other = detect(config)
-        except ConfigError:
-            return  # a model type no format reads: the rules say so
+        if config["model_type"] not in model_types():
+            raise unsupported(config["model_type"])
+        other = detect(config)
         raise ConfigError(f"config.json has model_type = {config['model_type']!r}, but format {spec.name} reads "
                           f"model_type {spec.model_type!r}; it is a {other} checkpoint: drop --format (or pass "
                           f"--format {other})")
