@@ -68,15 +68,20 @@ REMEDY = re.compile(r"\b(re-?download|re-?export|regenerate|re-?save|convert|pas
 
 
 def snapshot(folder: Path) -> dict[str, bytes] | None:
-    """Every file under `folder` with its bytes, or None when the folder does not exist."""
-    if not folder.exists():
+    """Every file under `folder` with its bytes, or None when the folder does not exist (or cannot: a name longer
+    than the file system allows)."""
+    try:
+        if not folder.exists():
+            return None
+    except OSError:
         return None
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def leftovers(dst: Path) -> list[str]:
-    """Temporary folders of an output `dst` left beside it."""
-    return sorted(p.name for p in dst.parent.glob(f".{dst.name}.tmp-*"))
+    """Temporary folders of an output `dst` left beside it (of any output, for a name the file system cannot hold)."""
+    pattern = f".{dst.name}.tmp-*" if len(dst.name) < 120 else ".*.tmp-*"
+    return sorted(p.name for p in dst.parent.glob(pattern))
 
 
 def assert_fails_closed(result: subprocess.CompletedProcess, dst: Path, before: dict | None, *, code: int,
@@ -287,6 +292,83 @@ def destination_exists(src: Path) -> None:
     (out / "metadata.yaml").write_text("not: touched\n")
 
 
+# --- round two (issue 23): hostile and odd inputs that once gave a traceback, a hang or a wrong model ---
+
+BAIT = "x.safetensors"  # a valid safetensors file outside the checkpoint folder, which no path may reach
+
+
+def carried_tensors_named(names: Callable[[Path], list[str]]) -> Callable[[Path], None]:
+    """metadata.weightport.carried_tensors lists files outside hf_files/, where a valid safetensors file lies."""
+    def damage(src: Path) -> None:
+        shutil.copyfile(src / "model_0.safetensors", src.parent / BAIT)
+        edit_yaml(src / "metadata.yaml", lambda m: m["metadata"]["weightport"].update(carried_tensors=names(src)))
+    return damage
+
+
+def header_names_a_tensor_twice(src: Path) -> None:
+    """The header lists model.norm.weight a second time, identically (JSON keeps the last silently)."""
+    header, data = read_raw(src / SINGLE)
+    text = json.dumps(header)
+    entry = json.dumps(header[NORM])
+    write_raw(src / SINGLE, text[:-1].encode() + f', "{NORM}": {entry}}}'.encode(), data)
+
+
+def index_beside_a_stale_single_file(src: Path) -> None:
+    """A model.safetensors (of another seed) beside the sharded weights and their index: transformers loads it."""
+    synth.write_hf(src.parent / "stale", synth.tiny_llama(), seed=1)
+    shutil.copyfile(src.parent / "stale" / SINGLE, src / SINGLE)
+
+
+def set_config(**values: object) -> Callable[[Path], None]:
+    return lambda src: edit_json(src / "config.json", lambda c: c.update(values))
+
+
+def transformers4_rope_scaling(value: object) -> Callable[[Path], None]:
+    def change(config: dict) -> None:
+        del config["rope_parameters"]
+        config.update(rope_theta=500000.0, rope_scaling=value)
+    return lambda src: edit_json(src / "config.json", change)
+
+
+def config_integer_of_digits(digits: int) -> Callable[[Path], None]:
+    def damage(src: Path) -> None:
+        text = (src / "config.json").read_text()
+        (src / "config.json").write_text(text.replace('"vocab_size": 256', '"vocab_size": 1' + "0" * (digits - 1)))
+    return damage
+
+
+def set_num_blocks(value: object) -> Callable[[Path], None]:
+    return lambda src: edit_yaml(src / "metadata.yaml",
+                                 lambda m: m["config"]["base_model"]["decoder"].update(num_blocks=value))
+
+
+def yaml_alias_bomb(src: Path) -> None:
+    """metadata.weightport.hf_config holds 9 levels of 9 aliases: 387 million values once expanded, 1 kB on disk."""
+    edit_yaml(src / "metadata.yaml", lambda m: m["metadata"]["weightport"].update(hf_config="BOMB"))
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    text = (src / "metadata.yaml").read_text()
+    assert "hf_config: BOMB" in text
+    (src / "metadata.yaml").write_text(text.replace("hf_config: BOMB", "hf_config: {" + ", ".join(levels) + "}"))
+
+
+def set_weightport(**values: object) -> Callable[[Path], None]:
+    return lambda src: edit_yaml(src / "metadata.yaml", lambda m: m["metadata"]["weightport"].update(values))
+
+
+def tied_with_another_lm_head(src: Path) -> None:
+    """config.json ties the output to the embedding, but the files keep an lm_head.weight that differs from it."""
+    edit_json(src / "config.json", lambda c: c.update(tie_word_embeddings=True))
+
+
+def remove_folder(src: Path) -> None:
+    shutil.rmtree(src)
+
+
+def add_notes(src: Path) -> None:
+    (src / "notes.txt").write_text("not a checkpoint\n")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -298,6 +380,9 @@ class Case:
     options: tuple[str, ...] = ()
     code: int = 1
     never_created: str | None = None  # a file (beside the source folder) that must not appear
+    command: str = "convert"  # or check, plan, inspect (which take no destination)
+    src_suffix: str = ""  # appended to the source folder's path: a file inside it, a mistyped name
+    dst_name: str = "out"
 
 
 CASES: dict[str, Case] = {
@@ -342,6 +427,75 @@ CASES: dict[str, Case] = {
     "bad_dtype": Case("hf", None, ("--dtype", "int8"), options=("--dtype", "int8"), code=2),
     "bad_max_shard_size": Case("hf", None, ("--max-shard-size", "lots"), options=("--max-shard-size", "lots"),
                                code=2),
+    # --- round two (issue 23) ---
+    # 1: paths that metadata names stay inside the checkpoint
+    "carried_tensors_relative_escape": Case("native", carried_tensors_named(lambda src: [f"../../{BAIT}"]),
+                                            ("metadata.weightport.carried_tensors", f"'../../{BAIT}'", "inside")),
+    "carried_tensors_absolute_path": Case("native", carried_tensors_named(lambda src: [str(src.parent / BAIT)]),
+                                          ("metadata.weightport.carried_tensors", BAIT, "inside")),
+    # 2-3: safetensors files the reference reader refuses, folders transformers reads otherwise
+    "header_names_a_tensor_twice": Case("hf", header_names_a_tensor_twice, (SINGLE, f"'{NORM}'", "twice")),
+    "index_beside_a_stale_single_file": Case("sharded", index_beside_a_stale_single_file,
+                                             (SINGLE, INDEX, "remove the stale")),
+    # 4: rotary settings that are not a mapping (transformers refuses them; the default rotary is another model)
+    "rope_parameters_a_list": Case("hf", set_config(rope_parameters=[1, 2]), ("rope_parameters = [1, 2]", "mapping")),
+    "rope_parameters_a_string": Case("hf", set_config(rope_parameters="abc"), ("rope_parameters = 'abc'", "mapping")),
+    "rope_parameters_a_number": Case("hf", set_config(rope_parameters=7), ("rope_parameters = 7", "mapping")),
+    "rope_scaling_a_list": Case("hf", transformers4_rope_scaling([1, 2]), ("rope_scaling", "[1, 2]")),
+    "rope_scaling_a_string": Case("hf", transformers4_rope_scaling("abc"), ("rope_scaling", "'abc'")),
+    # 8-9: counts no file can hold, and numbers Python will not read
+    "num_hidden_layers_negative": Case("hf", set_config(num_hidden_layers=-1), ("num_hidden_layers = -1",)),
+    "num_hidden_layers_of_401_digits": Case("hf", set_config(num_hidden_layers=10**400),
+                                            ("num_hidden_layers = a 401-digit number",)),
+    "num_hidden_layers_a_billion": Case("hf", set_config(num_hidden_layers=10**9),
+                                        ("num_hidden_layers = 1000000000", "at most")),
+    "num_hidden_layers_a_million": Case("hf", set_config(num_hidden_layers=10**6),
+                                        ("num_hidden_layers = 1000000", "at most")),
+    "num_hidden_layers_beyond_the_files": Case("hf", set_config(num_hidden_layers=5000),
+                                               ("5,000 blocks", "only 21 tensors")),
+    "native_num_blocks_negative": Case("native", set_num_blocks(-1), ("decoder.num_blocks = -1",)),
+    "native_num_blocks_a_million": Case("native", set_num_blocks(10**6), ("decoder.num_blocks = 1000000",)),
+    "native_num_blocks_of_401_digits": Case("native", set_num_blocks(10**400),
+                                            ("decoder.num_blocks = a 401-digit number",)),
+    "config_integer_of_4400_digits": Case("hf", config_integer_of_digits(4400), ("config.json", "4300 digits")),
+    "config_integer_of_4400_digits_check": Case("hf", config_integer_of_digits(4400), ("config.json", "4300 digits"),
+                                                command="check"),
+    "config_integer_of_4400_digits_inspect": Case("hf", config_integer_of_digits(4400),
+                                                  ("config.json", "4300 digits"), command="inspect"),
+    # 10-11: metadata.yaml as an attacker writes it
+    "yaml_alias_bomb_in_the_recorded_config": Case("native", yaml_alias_bomb, ("metadata.yaml", "aliases")),
+    "weightport_format_a_number": Case("native", set_weightport(format=7), ("metadata.weightport.format", "7")),
+    "weightport_format_unknown": Case("native", set_weightport(format="gpt5"),
+                                      ("metadata.weightport.format = 'gpt5'", "not a format")),
+    "weightport_hf_config_a_list": Case("native", set_weightport(hf_config=[1, 2]),
+                                        ("metadata.weightport.hf_config", "[1, 2]")),
+    "weightport_hf_layout_a_number": Case("native", set_weightport(hf_layout=3), ("metadata.weightport.hf_layout",)),
+    "weightport_hf_layout_unknown": Case("native", set_weightport(hf_layout="transformers9"),
+                                         ("metadata.weightport.hf_layout = 'transformers9'",)),
+    "weightport_carried_tensors_a_string": Case("native", set_weightport(carried_tensors="carried.safetensors"),
+                                                ("metadata.weightport.carried_tensors",)),
+    # 13: a destination name the file system cannot hold
+    "destination_name_of_256_bytes": Case("hf", None, ("more than the file system allows", "shorter"),
+                                          dst_name="d" * 256),
+    # 17: check gives convert's verdict on a tied copy that differs
+    "check_of_a_tied_copy_that_differs": Case("hf", tied_with_another_lm_head,
+                                              ("lm_head.weight differs from model.embed_tokens.weight",), command="check"),
+    # 18: a model type no format reads, with and without --format
+    "unsupported_model_type": Case("hf", set_config(model_type="gpt2"), ("'gpt2'", "does not convert", "llama")),
+    "unsupported_model_type_with_format": Case("hf", set_config(model_type="gpt2"),
+                                               ("'gpt2'", "does not convert", "--format cannot help"),
+                                               options=("--format", "llama")),
+    # 19: a mistyped source, a file given for the folder
+    "source_does_not_exist": Case("hf", remove_folder, ("does not exist", "check the path")),
+    "source_does_not_exist_check": Case("hf", remove_folder, ("does not exist",), command="check"),
+    "source_does_not_exist_inspect": Case("hf", remove_folder, ("does not exist",), command="inspect"),
+    "source_is_a_file": Case("hf", None, ("config.json is a file of a checkpoint, not a folder",
+                                          "point to the folder that holds it"), src_suffix="/config.json"),
+    "source_is_a_file_plan": Case("hf", None, ("not a folder",), src_suffix="/model.safetensors", command="plan"),
+    "source_is_another_file": Case("hf", add_notes, ("notes.txt is not a folder", "point to a checkpoint folder"),
+                                   src_suffix="/notes.txt"),
+    "origin_does_not_exist": Case("native", None, ("--origin", "does not exist"),
+                                  options=("--origin", "/nonexistent/weightport-origin")),
 }
 
 
@@ -366,8 +520,10 @@ def outcomes(sources, tmp_path_factory) -> dict[str, tuple]:
         shutil.copytree(sources[case.source], src)
         if case.damage is not None:
             case.damage(src)
-        dst = src.parent / "out"
-        jobs[name] = (["convert", src, dst, *case.options], dst, snapshot(dst))
+        dst = src.parent / case.dst_name
+        given = Path(f"{src}{case.src_suffix}")
+        args = [case.command, given, *([dst] if case.command == "convert" else []), *case.options]
+        jobs[name] = (args, dst, snapshot(dst) if len(case.dst_name) < 255 else None)
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         runs = {name: pool.submit(cli, *args, check=False) for name, (args, _, _) in jobs.items()}
         return {name: (runs[name].result(), dst, before) for name, (_, dst, before) in jobs.items()}
