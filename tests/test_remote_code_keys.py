@@ -20,7 +20,8 @@ import pytest
 
 import weightport
 from helpers import (
-    EXPORT_CHOICES, FAST_LLM_NO_DTYPE, assert_same_config, assert_same_tensors, hf_config, saved_by_fast_llm, tensors,
+    EXPORT_CHOICES, FAST_LLM_DEFECTS, FAST_LLM_NO_DTYPE, FAST_LLM_STRAY_KEYS, assert_same_config, assert_same_tensors,
+    hf_config, saved_by_fast_llm, tensors,
 )
 from remote_code_cases import CASES, SEED, fixture, native, recorded
 from weightport import synth
@@ -41,21 +42,23 @@ APRIEL2 = {
 # `llama` (a Fast-LLM defect, see helpers.FAST_LLM_DEFECTS), so no class fills its ssm_cfg
 SSM_FILLED = {"activation": "identity", "chunk_size": 128, "d_conv": 4, "dt_init": "random", "dt_init_floor": 1e-4,
               "dt_max": 0.1, "dt_min": 0.001, "dt_scale": 1.0, "expand": 1, "n_qk_heads": 32, "n_v_heads": 32}
-GDN_SIZES = {"gdn_key_head_dim": 8, "gdn_linear_conv_kernel_size": 4, "gdn_num_key_heads": 2, "gdn_num_value_heads": 4,
-             "gdn_value_head_dim": 8}
 EXPECTED = {
     "apriel2_text": APRIEL2,
     "apriel2": APRIEL2,
     # Fast-LLM's export under transformers 4 loses the GDN sizes (AprielHybridSSMConfig replaces linear_attn_config
     # by its defaults); the transformers 4 layout choices are those of the tf4_apriel_hybrid_ssm golden
     "apriel_hybrid_ssm": {**EXPORT_CHOICES["tf4_apriel_hybrid_ssm"],
-                          **{f"linear_attn_config.{k}": (v, MISSING) for k, v in GDN_SIZES.items()}},
+                          **{f"linear_attn_config.{k}": (v, MISSING)
+                             for k, v in fixture("apriel_hybrid_ssm")["linear_attn_config"].items()}},
     "llava_hybrid_ssm": {**EXPORT_CHOICES["llava_hybrid_ssm_attn_only"],
                          **{f"text_config.ssm_cfg.{k}": (v, MISSING) for k, v in SSM_FILLED.items()}},
 }
-# Fast-LLM's llava_hybrid_ssm defects (a Llama text config with Llama's keys, a stray `type`), as in helpers.py
-ALLOWED = {"llava_hybrid_ssm": ("type", "text_config.model_type", "text_config.max_position_embeddings",
-                                "text_config.attention_bias", "text_config.mlp_bias", "text_config.pretraining_tp")}
+# Fast-LLM's llava_hybrid_ssm defects (a Llama text config with Llama's keys, a stray `type`; see helpers.py), but
+# for ssm_cfg, compared above, and hybrid_block_layout, which names no block twice here, so that Fast-LLM's pattern
+# is the layout
+ALLOWED = {"llava_hybrid_ssm": FAST_LLM_STRAY_KEYS["llava_hybrid_ssm_attn_only"] + tuple(
+    k for k in FAST_LLM_DEFECTS["llava_hybrid_ssm_attn_only"]
+    if k not in ("text_config.ssm_cfg", "text_config.hybrid_block_layout"))}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +110,7 @@ def test_every_mamba_mixer_says_which_biases_its_tensors_have(name, export, expo
     for prefix, mixer in layers.items():
         for key, tensor in (("conv_bias", "conv1d.bias"), ("dt_proj_bias", "dt_proj.bias")):
             has = prefix + tensor in names
-            assert key in mixer, f"{prefix}: no {key}"
+            assert prefix + "conv1d.weight" in names and key in mixer, f"{prefix}: no {key}"
             assert mixer[key] in ((has,) if export == "export" else (True,) if has else (False, None)), \
                 f"{prefix}: {key} = {mixer[key]!r}, and the export {'holds' if has else 'lacks'} {prefix + tensor}"
 

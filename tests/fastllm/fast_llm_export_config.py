@@ -24,7 +24,7 @@ from fast_llm.engine.multi_stage.config import CheckpointMetadata
 
 import patches  # the wrapper's folder is on PYTHONPATH
 
-spec = json.load(open(sys.argv[1]))
+spec = json.loads(pathlib.Path(sys.argv[1]).read_text())
 patches.apply(["config_eq"])
 results = {}
 for name, (native, format, out) in spec["jobs"].items():
@@ -33,7 +33,6 @@ for name, (native, format, out) in spec["jobs"].items():
         handler = type(metadata.config).get_checkpoint_handler_class(format)
         handler._save_config(out, handler._export_config(metadata.config))
         results[name] = None
-    except BaseException:  # a failed validation in Fast-LLM is a result, not a crash of the batch
+    except BaseException:  # noqa: BLE001  (a failed validation in Fast-LLM is a result, not a crash of the batch)
         results[name] = traceback.format_exc()
-with open(spec["results"], "w") as file:
-    json.dump(results, file, indent=1)
+pathlib.Path(spec["results"]).write_text(json.dumps(results, indent=1))

@@ -17,8 +17,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from oracle import python  # noqa: E402
-from remote_code_cases import CASES, RECORDED, native  # noqa: E402
+from oracle import python
+from remote_code_cases import CASES, RECORDED, native
 
 
 def fast_llm_exports(root: Path) -> dict[str, dict]:

@@ -39,10 +39,11 @@ def stub_fla_kda() -> None:
     sys.modules["fla.ops.kda.gate"].fused_kda_gate = _kernel
 
 
-def built(make) -> dict:
+def built(make, *args) -> dict:
+    """`make(*args)`'s parameters, or the exception that stopped it."""
     try:
-        module = make()
-    except Exception as err:  # what stops the build is the result
+        module = make(*args)
+    except Exception as err:  # noqa: BLE001  (what stops the build is the result)
         return {"error": [type(err).__name__, str(err)]}
     return {"parameters": {name: list(p.shape) for name, p in module.named_parameters()}}
 
@@ -58,16 +59,15 @@ def main(folder: str) -> None:
         block = config.get_block_config(i)
         mixer = block["mixer"]
         modeling.get_mixer_class(mixer["type"]).setup(mixer, hidden, positions)
-        out[f"blocks.{i}"] = built(lambda: modeling.Apriel2Block(block, hidden, i, eps, config))
+        out[f"blocks.{i}"] = built(modeling.Apriel2Block, block, hidden, i, eps, config)
         for name, sub in mixer.get("mixers", {}).items() if mixer["type"] == "stochastic" else ():
-            out[f"blocks.{i}.mixer.mixers.{name}"] = built(
-                lambda: modeling.create_mixer(sub, hidden, i, config, allow_stochastic=False))
+            out[f"blocks.{i}.mixer.mixers.{name}"] = built(modeling.create_mixer, sub, hidden, i, config, False)
     try:
         out["cache"] = {"parameters": {"mixer_types": modeling.Apriel2Cache(config).mixer_types}}
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001
         out["cache"] = {"error": [type(err).__name__, str(err)]}
     if getattr(config, "vision_encoder", None) is not None:
-        out["vision_encoder"] = built(lambda: modeling.Apriel2VisionEncoder(config.vision_encoder, config))
+        out["vision_encoder"] = built(modeling.Apriel2VisionEncoder, config.vision_encoder, config)
     print(json.dumps(out))
 
 

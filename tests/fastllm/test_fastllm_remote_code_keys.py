@@ -28,8 +28,8 @@ from test_fastllm_remote_code import FOLDERS, external_models  # noqa: F401  (a 
 
 pytestmark = needs_fastllm
 MODULES = Path(__file__).parent / "remote_code_modules.py"
-KERNEL = ["ImportError", "CausalConv1d requires CUDA kernels from causal_conv1d and mamba_ssm. "
-                         "Install with: pip install causal-conv1d mamba-ssm"]
+KERNEL = ["ImportError", ("CausalConv1d requires CUDA kernels from causal_conv1d and mamba_ssm. "
+                          "Install with: pip install causal-conv1d mamba-ssm")]
 APRIEL2 = ("apriel2_text", "apriel2")
 
 
@@ -40,7 +40,8 @@ def test_the_recorded_exports_are_what_fast_llm_writes(tmp_path):
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory, external_models) -> Path:  # noqa: F811
     """The Apriel2 cases exported by weightport with Fast-LLM's modeling files: from the checkpoint as Fast-LLM saves
-    it (`<case>/export`) and from the one weightport wrote, with its record of the HF model (`<case>/recorded_export`)."""
+    it (`<case>/export`) and from the one weightport wrote, with its record of the HF model
+    (`<case>/recorded_export`)."""
     root = tmp_path_factory.mktemp("remote_code_modules")
     for name in APRIEL2:
         code = external_models / FOLDERS[name]
@@ -70,8 +71,8 @@ def test_every_mixer_builds_from_the_export_with_fast_llms_modeling_code(name, e
                                  {"parameters": under(shapes, f"model.decoder.blocks.{i}.")})
         for sub, config in subs.items():
             prefix = f"blocks.{i}.mixer.mixers.{sub}"
-            wanted[prefix] = ({"parameters": under(shapes, f"model.decoder.{prefix}.")} if config["type"] == "attention"
-                              else {"error": KERNEL})
+            wanted[prefix] = ({"parameters": under(shapes, f"model.decoder.{prefix}.")}
+                              if config["type"] == "attention" else {"error": KERNEL})
     main = [decoder["blocks"][b]["mixer"] for b in decoder["pattern"]]
     wanted["cache"] = {"parameters": {"mixer_types": [
         m["mixers"][m["main_mixer_name"]]["type"] if m["type"] == "stochastic" else m["type"] for m in main]}}
