@@ -42,7 +42,10 @@ CONVOLUTION = (Rename("convolution_layer.kernel_size", "convolution_layer.kernel
 ATTENTION = (
     *_same("heads", "head_groups", "head_size"),
     ROTARY,
-    Rename("add_linear_biases", "add_linear_biases", default=True, omit=True),
+    # Fast-LLM 0.4.0's modeling_apriel2.py (Apriel2Attention) reads add_linear_biases with a default of false, so it
+    # is always written; Fast-LLM's exporter leaves it out when true (gpt/conversion/apriel2.py), and an HF config
+    # without it reads as true, as its importer reads it.
+    Rename("add_linear_biases", "add_linear_biases", default=True),
     Rename("window_size", "window_size", default=None, omit=None, unset=None),
     *_bias("query_layer", "key_layer", "value_layer", "dense_layer"),
     Constant(True, native="causal", reason="Apriel2 attention is causal", write=False),
@@ -54,8 +57,12 @@ ATTENTION = (
 MAMBA = (
     *_same("state_size", "d_inner", "d_xb", "dt_rank", "add_linear_biases"),
     Rename("convolution_layer.kernel_size", "d_conv", default=4),
-    Rename("convolution_layer.bias.enabled", "conv_bias", default=None, omit=None),
-    Rename("dt_layer.bias.enabled", "dt_proj_bias", default=None, omit=None),
+    # Fast-LLM 0.4.0's modeling_apriel2.py (Apriel2Mamba) reads conv_bias and dt_proj_bias with `[...]`, so they are
+    # always written, as the bias the layer has (an unset switch follows add_linear_biases). Fast-LLM's exporter
+    # writes an unset switch as null (gpt/conversion/apriel2.py, _apriel2_mamba_aux_export), which that file builds as
+    # no bias; null or absent reads as unset, as its importer reads it.
+    Rename("convolution_layer.bias.enabled", "conv_bias", default=None, none_from="add_linear_biases"),
+    Rename("dt_layer.bias.enabled", "dt_proj_bias", default=None, none_from="add_linear_biases"),
     Constant(None, native="convolution_layer.activation"),
     Constant(True, native="repeat_kv_before_conv", reason="Apriel2 Mamba repeats K/V before the convolution"),
     *NoBiases("z_layer", "x_layer", "b_layer", "c_layer", "dt_input_layer", "output_layer"),
