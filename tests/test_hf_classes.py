@@ -300,15 +300,34 @@ def test_a_llava_tied_at_the_top_level_only_round_trips_with_equal_logits(tmp_pa
             assert torch.equal(source(**inputs).logits, converted(**inputs).logits)
 
 
-def test_a_pixtral_head_dim_in_the_file_is_obeyed_as_transformers_does():
-    """PixtralVisionConfig computes head_dim from hidden_size / num_attention_heads, but a value in config.json
-    overrides it (PreTrainedConfig sets the remaining keys after __post_init__), so weightport reads it."""
+def test_pixtral_heads_are_hidden_size_over_heads_whatever_head_dim_says(tmp_path):
+    """PixtralVisionConfig keeps a head_dim from config.json (transformers 4 overwrote it with hidden_size /
+    num_attention_heads), but PixtralAttention builds its projections and heads from hidden_size /
+    num_attention_heads alone; head_dim sizes only the rotary, so a model whose head_dim is another width builds and
+    cannot run. weightport reads the heads the model has, and the config.json comes back as it was."""
+    import torch
+
+    from helpers import assert_same_tensors, tensors
+
     config = fixture("llava")
-    config["vision_config"] |= {"head_dim": 16}
+    config["vision_config"] |= {"head_dim": 16}  # hidden_size 32 / 4 heads = 8
     made = transformers.LlavaConfig.from_dict(copy.deepcopy(config))
-    assert made.vision_config.head_dim == 16 != config["vision_config"]["hidden_size"] // 4
-    assert native_of("llava", config) == native_of("llava", made.to_dict())
-    assert native_of("llava", config)["vision_encoder"]["encoder"]["blocks"][0]["mixer"]["head_size"] == 16
+    assert made.vision_config.head_dim == 16
+    torch.manual_seed(0)
+    model = transformers.LlavaForConditionalGeneration(made).eval()
+    attention = model.model.vision_tower.transformer.layers[0].attention
+    assert attention.q_proj.weight.shape == (32, 32) and attention.head_dim == 8
+    with pytest.raises(RuntimeError, match="must match the size"):  # 8-wide heads, a 16-wide rotary
+        model.model.vision_tower(torch.randn(1, 3, 8, 8), image_sizes=torch.tensor([[8, 8]]))
+    native = native_of("llava", config)
+    assert native["vision_encoder"]["encoder"]["blocks"][0]["mixer"]["head_size"] == 8
+    assert native == native_of("llava", made.to_dict())
+    model.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    weightport.convert(tmp_path / "hf", tmp_path / "native")
+    weightport.convert(tmp_path / "native", tmp_path / "back")
+    assert_same_tensors(tensors(tmp_path / "back"), tensors(tmp_path / "hf"))
+    assert_same_config(hf_config(tmp_path / "back"), config)
 
 
 def test_a_quantization_config_is_refused_not_noted():
