@@ -43,8 +43,16 @@ def _tied_in_text(config: dict) -> dict:
 TRANSFORMERS4 = Relayout("transformers4", ROTARY_V4.detect, lambda c: _tied_by_text(ROTARY_V4.to_canonical(c)),
                          lambda c: ROTARY_V4.from_canonical(_tied_in_text(c)))
 
+# Without a text_config, Mistral3Config makes Mistral Small 3.1's text model, not MistralConfig's default one
+# (`sub_configs_defaults`, transformers 5.25 models/mistral3/configuration_mistral3.py; `rope_theta` there).
+SMALL_TEXT = {
+    "attention_dropout": 0.0, "head_dim": 128, "hidden_act": "silu", "hidden_size": 5120, "initializer_range": 0.02,
+    "intermediate_size": 32768, "max_position_embeddings": 131072, "num_attention_heads": 32, "num_hidden_layers": 40,
+    "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_parameters": {"rope_theta": 1000000000.0},
+    "sliding_window": None, "use_cache": True, "vocab_size": 131072,
+}
 HF_CLASS = HFClass("Mistral3Config", "transformers 5.24.0 models/mistral3/configuration_mistral3.py", {
-    "text_config": Sub({"mistral": mistral.HF_CLASS}, "mistral"), "vision_config": Sub({}, "pixtral"),
+    "text_config": Sub({"mistral": mistral.HF_CLASS}, "mistral", SMALL_TEXT), "vision_config": Sub({}, "pixtral"),
     "image_token_index": 10, "projector_hidden_act": "gelu", "vision_feature_layer": -1,
     "multimodal_projector_bias": False, "spatial_merge_size": 2, "tie_word_embeddings": True,
 })
