@@ -98,7 +98,8 @@ def import_config(spec: ModelSpec, raw: dict, tensors: Iterable[str] | None = No
     the defaults of the format's HF config class, as transformers gives them. `tensors` are the HF tensor names of
     the checkpoint, which decide the values a config.json leaves open (`ModelSpec.decided_by_files`: Mistral 3's
     tie in transformers 4's layout); without them such a config raises ConfigError, naming the key to set."""
-    explicit, config, layout, _ = _import_config(spec, raw, None if tensors is None else lambda: tensors)
+    names = None if tensors is None else set(tensors)
+    explicit, config, layout, _ = _import_config(spec, raw, None if names is None else lambda: names)
     return explicit, config, layout
 
 
