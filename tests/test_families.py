@@ -118,25 +118,42 @@ def test_llama_refuses_a_sliding_window_and_mistral_keeps_it():
 
 def test_mistral3_ties_as_the_transformers_that_wrote_its_config_json():
     """transformers 5 ties a Mistral3 model by the top-level `tie_word_embeddings` (default true) and writes it;
-    transformers 4 tied by the text config's (default false) and wrote its rotary as `rope_theta`. Mistral Small 3.1
-    and 3.2, in the 4 layout with neither key, hold an lm_head of their own: untied."""
+    transformers 4 tied by the text config's (default false) and wrote its rotary as `rope_theta`. A config.json in
+    the 4 layout that the two read otherwise (neither key, as Mistral Small 3.1 and 3.2 have it) is tied as the
+    checkpoint's files are: untied where they hold an lm_head (Mistral's own), tied where not (as transformers 5
+    saves the model it reads from that config); without tensor names it is refused, naming the key."""
     spec = families.load("mistral3")
+    lm_head, none = ["language_model.lm_head.weight"], ["language_model.model.embed_tokens.weight"]
 
-    def tied(config: dict) -> bool:
-        return api.import_config(spec, config)[1]["tied_embedding_weight"]
+    def tied(config: dict, tensors: list[str] | None = None) -> bool:
+        return api.import_config(spec, config, tensors)[1]["tied_embedding_weight"]
 
     v5 = fixture("mistral3")
     text5 = {k: v for k, v in v5["text_config"].items() if k != "tie_word_embeddings"}
     assert tied(v5) is True and tied(v5 | {"tie_word_embeddings": False}) is False
     assert tied({k: v for k, v in v5.items() if k != "tie_word_embeddings"} | {"text_config": text5}) is True
+    assert tied(v5, lm_head) is True  # the config says: an lm_head in the files is a tied copy
     text4 = {k: v for k, v in text5.items() if k != "rope_parameters"} | {"rope_theta": 1e9}
     v4 = {k: v for k, v in v5.items() if k != "tie_word_embeddings"} | {"text_config": text4}
-    assert tied(v4) is False
-    assert tied(v4 | {"tie_word_embeddings": True}) is False  # transformers 4 does not read it
-    assert tied(v4 | {"text_config": text4 | {"tie_word_embeddings": True}}) is True
-    written = api.export_config(spec, api.import_config(spec, v4)[1], "transformers4")
+    assert tied(v4, lm_head) is False and tied(v4, ["lm_head.weight"]) is False and tied(v4, none) is True
+    with pytest.raises(ConfigError, match="leaves tie_word_embeddings to a default that transformers versions read "
+                                          "differently .* set tie_word_embeddings in config.json"):
+        tied(v4)
+    for top, text, read in [  # transformers 4 reads the text config's key (default false), 5 the top-level one (true)
+        (None, True, True), (True, True, True), (False, None, False), (False, False, False),  # alike
+        (True, None, None), (True, False, None), (False, True, None), (None, False, None),  # otherwise: the files
+    ]:
+        config = copy.deepcopy(v4)
+        for where, value in ((config, top), (config["text_config"], text)):
+            if value is not None:
+                where["tie_word_embeddings"] = value
+        assert (tied(config, lm_head), tied(config, none)) == ((False, True) if read is None else (read, read))
+    written = api.export_config(spec, api.import_config(spec, v4, lm_head)[1], "transformers4")
     assert "tie_word_embeddings" not in written and written["text_config"]["tie_word_embeddings"] is False
-    assert "rope_theta" in written["text_config"] and tied(written) is False
+    assert "rope_theta" in written["text_config"] and tied(written, lm_head) is False
+    tied_out = api.export_config(spec, api.import_config(spec, v4, none)[1], "transformers4")
+    assert tied_out["text_config"]["tie_word_embeddings"] is True and tied(tied_out) is True
+    assert api.export_config(spec, api.import_config(spec, v4, none)[1], "transformers4", v4) == v4
 
 
 def test_all_config_problems_are_reported_together():

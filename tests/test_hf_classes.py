@@ -16,6 +16,7 @@ import weightport
 from helpers import GOLDENS, REPO_SHARED, assert_same_config, cli, hf_config, native_meta
 from weightport import api, families, synth
 from weightport.core import layouts
+from weightport.core.hf_classes import Sub
 from weightport.errors import ConfigError
 from weightport.native.schema import canonical
 
@@ -300,15 +301,124 @@ def test_a_llava_tied_at_the_top_level_only_round_trips_with_equal_logits(tmp_pa
             assert torch.equal(source(**inputs).logits, converted(**inputs).logits)
 
 
-def test_a_pixtral_head_dim_in_the_file_is_obeyed_as_transformers_does():
-    """PixtralVisionConfig computes head_dim from hidden_size / num_attention_heads, but a value in config.json
-    overrides it (PreTrainedConfig sets the remaining keys after __post_init__), so weightport reads it."""
+def test_pixtral_heads_are_hidden_size_over_heads_whatever_head_dim_says(tmp_path):
+    """PixtralVisionConfig keeps a head_dim from config.json (transformers 4 overwrote it with hidden_size /
+    num_attention_heads), but PixtralAttention builds its projections and heads from hidden_size /
+    num_attention_heads alone; head_dim sizes only the rotary, so a model whose head_dim is another width builds and
+    cannot run. weightport reads the heads the model has, and the config.json comes back as it was."""
+    import torch
+
+    from helpers import assert_same_tensors, tensors
+
     config = fixture("llava")
-    config["vision_config"] |= {"head_dim": 16}
+    config["vision_config"] |= {"head_dim": 16}  # hidden_size 32 / 4 heads = 8
     made = transformers.LlavaConfig.from_dict(copy.deepcopy(config))
-    assert made.vision_config.head_dim == 16 != config["vision_config"]["hidden_size"] // 4
-    assert native_of("llava", config) == native_of("llava", made.to_dict())
-    assert native_of("llava", config)["vision_encoder"]["encoder"]["blocks"][0]["mixer"]["head_size"] == 16
+    assert made.vision_config.head_dim == 16
+    torch.manual_seed(0)
+    model = transformers.LlavaForConditionalGeneration(made).eval()
+    attention = model.model.vision_tower.transformer.layers[0].attention
+    assert attention.q_proj.weight.shape == (32, 32) and attention.head_dim == 8
+    with pytest.raises(RuntimeError, match="must match the size"):  # 8-wide heads, a 16-wide rotary
+        model.model.vision_tower(torch.randn(1, 3, 8, 8), image_sizes=torch.tensor([[8, 8]]))
+    native = native_of("llava", config)
+    assert native["vision_encoder"]["encoder"]["blocks"][0]["mixer"]["head_size"] == 8
+    assert native == native_of("llava", made.to_dict())
+    model.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    weightport.convert(tmp_path / "hf", tmp_path / "native")
+    weightport.convert(tmp_path / "native", tmp_path / "back")
+    assert_same_tensors(tensors(tmp_path / "back"), tensors(tmp_path / "hf"))
+    assert_same_config(hf_config(tmp_path / "back"), config)
+
+
+# --- keys left to the class defaults, against the models transformers builds ----------------------------------
+
+# Each family's fixture with one key left out at a time (in a wrapper's sub-configs too, and each sub-config left out
+# whole): where transformers builds a model of it, weightport reads the same model, with the tensor shapes that
+# model has. The inputs weightport refuses instead, and why (the variant named as `key` or `sub_config.key`):
+REFUSED = {
+    # MistralConfig's 8 KV heads (Qwen2Config's 32) outnumber the fixture's 4 query heads: transformers builds no
+    # working attention of them either (num_key_value_groups is 0)
+    **{(family, key): "heads a multiple of head_groups" for family, key in [
+        ("mistral", "num_key_value_heads"), ("qwen2", "num_key_value_heads"), ("mixtral", "num_key_value_heads"),
+        ("llava", "text_config.num_key_value_heads"),
+        ("mistral3", "text_config.num_key_value_heads")]},
+    # the defaults select CLIP's way of reading a tower (its second-to-last layer, the class token dropped), which
+    # Fast-LLM's adapter of a Pixtral encoder does not
+    ("llava", "vision_feature_select_strategy"): "requires 'full'",
+    ("llava", "vision_feature_layer"): "requires -1",
+    # Gemma4TextConfig's default has per-layer input embeddings, which Fast-LLM has no layer for
+    ("gemma4", "hidden_size_per_layer_input"): "per-layer input embeddings are not supported",
+    ("gemma4_vlm", "text_config.hidden_size_per_layer_input"): "per-layer input embeddings are not supported",
+    ("gemma4_vlm", "text_config"): "per-layer input embeddings are not supported",
+    # an MoE model with no experts per token: transformers' router cannot pick any
+    ("gemma4", "top_k_experts"): "top_k_experts = None should be an integer",
+}
+TRANSFORMERS_FAMILIES = ("llama", "mistral", "qwen2", "mixtral", "gemma4", "llava", "llava_clip", "mistral3",
+                         "gemma4_vlm")
+
+
+def left_out(family: str) -> list[tuple[str, dict]]:
+    """The fixture of `family` with one key of its class table left out, for each key it has; in a sub-config of a
+    class table (`Sub`) too, and each sub-config left out whole."""
+    full = fixture(family)
+    table = families.load(family).hf_class
+    out = []
+    for key, default in table.keys.items():
+        if key not in full:
+            continue
+        out.append((key, {k: v for k, v in full.items() if k != key}))
+        sub = full[key]
+        if isinstance(default, Sub) and isinstance(sub, dict):
+            inner = default.classes.get(sub.get("model_type", default.default))
+            out += [(f"{key}.{k}", {**full, key: {kk: vv for kk, vv in sub.items() if kk != k}})
+                    for k in (inner.keys if inner else ()) if k in sub]
+    return out
+
+
+def built_shapes(config: dict) -> dict[str, tuple[int, ...]] | None:
+    """The tensors of the model transformers builds from `config` (on the meta device), by state_dict name; None
+    where transformers refuses the config."""
+    import torch
+    from huggingface_hub.errors import StrictDataclassClassValidationError
+
+    cls = getattr(transformers, config["architectures"][0])
+    try:
+        made = cls.config_class.from_dict(copy.deepcopy(config))
+        with torch.device("meta"):
+            model = cls(made)
+    except (StrictDataclassClassValidationError, TypeError):  # layer_types of another length, no expert sizes
+        return None
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("family", TRANSFORMERS_FAMILIES)
+def test_keys_left_to_class_defaults_read_as_the_model_transformers_builds(family):
+    from weightport.core.plan import Ref, build
+    from weightport.core.weights import walk
+    from weightport.errors import WeightportError
+    from weightport.native.model import parameters
+
+    problems, refused = [], set()
+    for variant, config in left_out(family):
+        shapes = built_shapes(config)
+        if shapes is None:
+            continue
+        try:
+            spec = families.load(families.detect(config))  # a Llava without vision_config is a CLIP one
+            native = api.import_config(spec, config)[1]
+            sources = {name: Ref(name, shape, "F32") for name, shape in shapes.items()}
+            build(spec.name, "from_hf", walk(spec.weights, native), parameters(native), sources, None, {})
+            made = transformers.AutoConfig.for_model(**copy.deepcopy(config)).to_dict()
+            if canonical(native) != native_of(spec.name, made):
+                problems.append(f"{variant}: read otherwise than transformers' filled-in config")
+        except WeightportError as err:
+            expected = REFUSED.get((family, variant))
+            if expected is None or expected not in str(err):
+                problems.append(f"{variant}: {str(err).splitlines()[:3]}")
+            refused.add(variant)
+    assert problems == []
+    assert refused == {variant for f, variant in REFUSED if f == family}, "REFUSED lists a variant that converts"
 
 
 def test_a_quantization_config_is_refused_not_noted():

@@ -3,9 +3,9 @@ other key and value as published; SOURCES.md says where each comes from) convert
 goes to native and back bit for bit with the same config.json, transformers loads both with the class the config
 names and gives the same logits, and weightport reads each config as transformers reads it.
 
-The checkpoint of a wrapper format (`gemma4_vlm`, `mistral3`, `llava_clip`: vision towers and projectors carried)
-is the transformers model the config names, with seeded weights, beside the config.json as published; its logits are
-those of a prompt with an image."""
+The checkpoint of a wrapper format (`gemma4_vlm`, `mistral3`, `llava_clip`: vision towers and projectors carried),
+and of the configs in `REAL_MODELS`, is the transformers model the config names, with seeded weights, beside the
+config.json as published; its logits are those of a prompt with an image."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ import pytest
 import torch
 
 import weightport
-from helpers import assert_same_config, assert_same_tensors, cli, hf_config, model_inputs, tensors
+from helpers import (
+    assert_same_config, assert_same_tensors, cli, hf_config, model_inputs, native_meta, saved_by_fast_llm, tensors,
+)
 from weightport import api, families, synth
+from weightport.errors import ConfigError
 from weightport.native.schema import canonical
 
 transformers = pytest.importorskip("transformers")
@@ -32,8 +35,13 @@ WEIGHT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 # Published checkpoints with an lm_head of their own whose config.json transformers 5's class reads as tied: Mistral
 # Small 3.1's, written by transformers 4 (which tied by the text model's tie_word_embeddings, false), sets no top-level
 # key, whose Mistral3Config default is true; from_pretrained keeps the two untied ("both are present in the
-# checkpoints with different values"), and weightport reads the file as transformers 4 did.
+# checkpoints with different values"), and weightport, where the versions read a config otherwise, reads the tie from
+# the files (untied: they hold an lm_head).
 OWN_LM_HEAD = ("mistral-small-3.1-24b-instruct-2503",)
+LM_HEAD = ("language_model.lm_head.weight",)  # the tensor an OWN_LM_HEAD checkpoint holds
+# Configs whose checkpoint is the transformers model itself (as for wrappers), not `synth`'s: the Pixtral-12B config
+# that leaves the vision sizes to PixtralVisionConfig's defaults, where weightport once read head_dim for the heads.
+REAL_MODELS = ("pixtral-12b-class-defaults",)
 
 
 def published(name: str) -> dict:
@@ -104,7 +112,7 @@ def test_the_corpus_is_whole():
 def test_published_config_round_trips_with_equal_logits(name, tmp_path):
     config = published(name)
     dtype = WEIGHT_DTYPES[config.get("torch_dtype", config.get("dtype", "float32"))]
-    if carries(config):
+    if carries(config) or name in REAL_MODELS:
         source = write_wrapper(tmp_path / "hf", config, own_lm_head=name in OWN_LM_HEAD)
     else:
         source = synth.write_hf(tmp_path / "hf", config, dtype=dtype)
@@ -129,5 +137,38 @@ def test_published_config_reads_as_transformers_reads_it(name):
     made = transformers.CONFIG_MAPPING[config["model_type"]].from_dict(copy.deepcopy(config)).to_dict()
     if name in OWN_LM_HEAD:  # the class says tied; from_pretrained loads the published checkpoint untied
         made["tie_word_embeddings"] = False
-    assert canonical(api.import_config(spec, config)[1]) == canonical(api.import_config(spec, made)[1])
+    files = LM_HEAD if name in OWN_LM_HEAD else None
+    assert canonical(api.import_config(spec, config, files)[1]) == canonical(api.import_config(spec, made)[1])
+
+
+def test_a_mistral3_config_json_without_a_tie_is_tied_as_its_files_are(tmp_path):
+    """Issue 23 input 16: Mistral Small 3.1's config.json (transformers 4 layout, no tie_word_embeddings anywhere)
+    beside the weights transformers 5 saves from it, which reads it as tied and writes no lm_head. transformers 4 would
+    read it as untied; where the two read a config otherwise, the files decide. The checkpoint converts by the command
+    (plan, check, convert; inspect counts its carried parts), comes back bit for bit with its config.json as it was, gives transformers' logits, and the
+    export converts to the same native model again."""
+    config = published("mistral-small-3.1-24b-instruct-2503")
+    source = write_wrapper(tmp_path / "hf", config)
+    assert "tie_word_embeddings" not in json.dumps(config) and not any("lm_head" in n for n in tensors(source))
+    planned = json.loads(cli("plan", source, "--json").stdout)
+    assert not any("lm_head" in ref["name"] for step in planned["steps"] for ref in step["src"])
+    cli("check", source)
+    assert all(count for count, _ in weightport.inspect(source)["carried_tensors"].values())
+    native, back, again = tmp_path / "native", tmp_path / "back", tmp_path / "again"
+    cli("convert", source, native)
+    assert native_meta(native)["config"]["base_model"]["tied_embedding_weight"] is True
+    assert native_meta(native)["metadata"]["weightport"]["hf_config"] == config
+    cli("convert", native, back)
+    assert_same_tensors(tensors(back), tensors(source))
+    assert hf_config(back) == config
+    assert torch.equal(loaded_logits(back), loaded_logits(source))
+    weightport.convert(back, again)
+    assert_same_tensors(tensors(again), tensors(native))
+    assert native_meta(again)["config"] == native_meta(native)["config"]
+    trained = saved_by_fast_llm(native, tmp_path / "trained")  # no record: the origin's files decide
+    cli("convert", trained, tmp_path / "from_origin", "--origin", source)
+    assert_same_tensors(tensors(tmp_path / "from_origin"), tensors(source))
+    assert hf_config(tmp_path / "from_origin") == config
+    with pytest.raises(ConfigError, match="no tensor names are given here: set tie_word_embeddings in config.json"):
+        list(weightport.import_hf(config, tensors(source).items()))  # in memory, a stream decides nothing up front
 

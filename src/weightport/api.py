@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,12 +21,12 @@ import numpy as np
 from weightport import distributed, families
 from weightport.core import config_rules, layouts
 from weightport.core.hf_classes import BASE_KEYS
-from weightport.core.paths import MISSING, dotted, get, leaves, put, remove
+from weightport.core.paths import MISSING, dotted, get, leaves, put, remove, split
 from weightport.core.plan import Plan, Ref, Step, build
 from weightport.core.runtime import nbytes, run
-from weightport.core.spec import ModelSpec
+from weightport.core.spec import FilesDecide, ModelSpec
 from weightport.core.weights import walk
-from weightport.errors import ConfigError, FormatError, OutputError, WeightportError, report
+from weightport.errors import ConfigError, FormatError, OutputError, SpecError, WeightportError, report
 from weightport.io import hf_config, remote_code, safetensors
 from weightport.io.atomic import atomic_output
 from weightport.native import checkpoint as native_ckpt
@@ -92,16 +93,29 @@ def _resolve(spec: ModelSpec, explicit: dict) -> dict:
     return resolve(spec.native_model, explicit)
 
 
-def import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str]:
+def import_config(spec: ModelSpec, raw: dict, tensors: Iterable[str] | None = None) -> tuple[dict, dict, str]:
     """(explicit native config, resolved native config, config.json layout) of an HF config dict. Absent keys take
-    the defaults of the format's HF config class, as transformers gives them."""
-    explicit, config, layout, _ = _import_config(spec, raw)
+    the defaults of the format's HF config class, as transformers gives them. `tensors` are the HF tensor names of
+    the checkpoint, which decide the values a config.json leaves open (`ModelSpec.decided_by_files`: Mistral 3's
+    tie in transformers 4's layout); without them such a config raises ConfigError, naming the key to set."""
+    names = None if tensors is None else set(tensors)
+    explicit, config, layout, _ = _import_config(spec, raw, None if names is None else lambda: names)
     return explicit, config, layout
 
 
-def _import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str, list[str]]:
+def _import_config(spec: ModelSpec, raw: dict, tensors: Callable[[], Iterable[str]] | None = None
+                   ) -> tuple[dict, dict, str, list[str]]:
     families.check(spec, raw)  # a config.json of another format of the same model_type, chosen with --format
     normalized, layout = layouts.normalize(raw, spec.layouts)
+    for decided in spec.decided_by_files:
+        if layout in decided.layouts and get(normalized, split(decided.hf)) is MISSING:
+            normalized = copy.deepcopy(normalized)
+            put(normalized, split(decided.hf), _files_decide(spec, normalized, decided, tensors))
+    explicit, config, kept = _read_config(spec, normalized)
+    return explicit, config, layout, kept
+
+
+def _read_config(spec: ModelSpec, normalized: dict) -> tuple[dict, dict, list[str]]:
     undefined: tuple = ()
     if spec.hf_class is not None:
         undefined = tuple(spec.hf_class.undefined(normalized))
@@ -114,7 +128,26 @@ def _import_config(spec: ModelSpec, raw: dict) -> tuple[dict, dict, str, list[st
             raise
         raise ConfigError(f"{spec.name}: config.json {dotted(sources[err.path])} = {err.shown} should be "
                           f"{err.expected} (it sets the native {dotted(err.path)}); fix the value") from None
-    return explicit, config, layout, [dotted(k) for k in kept]
+    return explicit, config, [dotted(k) for k in kept]
+
+
+def _files_decide(spec: ModelSpec, normalized: dict, decided: FilesDecide,
+                  tensors: Callable[[], Iterable[str]] | None) -> object:
+    """The value of a key that config.json leaves to the checkpoint's files: whether they hold the HF tensor of
+    `decided.tensor`, under any of the names the weight rules give it (read from a trial import)."""
+    trial = copy.deepcopy(normalized)
+    put(trial, split(decided.hf), decided.present)
+    names = {h for b in walk(spec.weights, _read_config(spec, trial)[1]) if b.native == decided.tensor for h in b.hf}
+    if not names:
+        raise SpecError(f"{spec.name}: decided_by_files names native tensor {decided.tensor}, which no weight rule "
+                        "binds")
+    if tensors is None:
+        raise ConfigError(
+            f"{spec.name}: config.json leaves {decided.hf} to a default that transformers versions read differently "
+            f"({decided.reason}), so the checkpoint's files decide it ({decided.present!r} where they hold "
+            f"{' or '.join(sorted(names))}, else {decided.absent!r}), and no tensor names are given here: set "
+            f"{decided.hf} in config.json")
+    return decided.present if names & set(tensors()) else decided.absent
 
 
 def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | None = None) -> dict:
@@ -123,16 +156,17 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
     produced = _written(spec, config, layout)
 
     target = canonical(config)
+    exported = lambda: _hf_names(spec, config)  # noqa: E731  (what decides a value config.json leaves open)
 
     def same(candidate: dict) -> bool:
         try:
-            return canonical(import_config(spec, candidate)[1]) == target
+            return canonical(_import_config(spec, candidate, exported)[1]) == target
         except WeightportError:
             return False
 
     if not same(produced):
         try:
-            back = import_config(spec, produced)[1]
+            back = _import_config(spec, produced, exported)[1]
         except WeightportError as err:
             raise ConfigError(f"{spec.name}: the exported config.json cannot be read back:\n{err}") from err
         back = canonical(back)
@@ -152,6 +186,12 @@ def export_config(spec: ModelSpec, config: dict, layout: str, original: dict | N
         if get(original, path) is MISSING:
             final = _try(final, same, lambda c, p=path: remove(c, p))
     return final
+
+
+def _hf_names(spec: ModelSpec, config: dict) -> set[str]:
+    """The HF tensor names of the model of a resolved native config, in every naming its weight rules give."""
+    inventory = parameters(config)
+    return {h for b in walk(spec.weights, config) if b.native in inventory for h in b.hf}
 
 
 def _in_layout(spec: ModelSpec, original: dict, layout: str) -> dict:
@@ -233,7 +273,7 @@ def open_origin(path: str | Path, format: str | None = None) -> Origin:
         if format is not None and format != name:
             raise _disagrees(format, path, name)
         spec = families.load(name)
-        _, config, layout = import_config(spec, raw)
+        _, config, layout, _ = _import_config(spec, raw, lambda: safetensors.read_checkpoint(path))
         return Origin(path, spec, raw, layout, config, carried_files(path), hf_carried_tensors(spec, config, path))
     if (path / native_ckpt.METADATA).is_file():
         meta = native_ckpt.read_metadata(path)
@@ -422,8 +462,9 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
             raise ConfigError(f"{path} is an HF checkpoint; --text-only applies to exports of native checkpoints")
         raw = hf_config.read_config(path / "config.json")
         spec = families.load(format or families.detect(raw))
-        explicit, config, layout, kept = _import_config(spec, raw)
-        tensors = safetensors.read_checkpoint(path)
+        headers = functools.cache(lambda: safetensors.read_checkpoint(path))  # read first where the files decide
+        explicit, config, layout, kept = _import_config(spec, raw, headers)
+        tensors = headers()
         _check_fits(config, len(tensors), path)
         notes = _value_notes(spec, raw, config, layout)
         if kept:

@@ -1,8 +1,9 @@
-"""What a family file imports: the config and weight primitives, and `ModelSpec`.
+"""What a family file imports: the config and weight primitives, and `ModelSpec` (with `FilesDecide`: a config value
+that the checkpoint's files decide where config.json leaves it open).
 
 Config rules: `Rename`, `AnyOf`, `Constant`, `Derived`, `Computed`, `Ignore`, `Choice`, `Nested`, `Entries`, `Layout`,
 `NoBiases` (per-layer bias switches left to the block's) and `TextModel` (a wrapper's text model); config.json
-layouts of other transformers versions (`Relayout`, `ROTARY_V4`, `PER_LAYER`, `within`).
+layouts of other transformers versions (`Relayout`, `ROTARY_V4`, `per_layer`, `within`).
 HF config classes as data: `HFClass` (keys and defaults), with `From`, `Merged` and `Sub` defaults.
 Weight rules: `Tensor` (with `tied=` for a tied copy), `Fuse`, `Linear` (leaves), `Section`, `Blocks`, `Items`,
 `Each`, `Repeat`, `Switch`, `Alternatives` (HF layouts of the same tensors), `Renamed` (other HF name prefixes)
@@ -16,8 +17,8 @@ from weightport.core import config_rules
 from weightport.core.config_rules import AnyOf, Choice, Computed, Constant, Derived, Entries, Ignore, Nested, Rename
 from weightport.core.hf_classes import From, HFClass, Merged, Sub
 from weightport.core.ops import Flatten, T
-from weightport.core.layouts import PER_LAYER, ROTARY_V4, Relayout, within
-from weightport.core.spec import ModelSpec, override, section
+from weightport.core.layouts import ROTARY_V4, Relayout, per_layer, within
+from weightport.core.spec import FilesDecide, ModelSpec, override, section
 from weightport.core.weights import Alternatives, Carry, Each, Fuse, Linear, Renamed, Repeat, Section, Switch, Tensor
 from weightport.native.schema import block_names as _block_names, blocks as _blocks
 
@@ -59,8 +60,8 @@ def Items(native: str, hf: str, rules: tuple, config: str | None = None) -> Each
 
 
 __all__ = [
-    "PER_LAYER", "ROTARY_V4", "Alternatives", "AnyOf", "Blocks", "Carry", "Choice", "Computed", "Constant", "Derived",
-    "Each", "Entries", "Flatten", "From", "Fuse", "HFClass", "Ignore", "Items", "Layout", "Linear", "Merged",
+    "ROTARY_V4", "Alternatives", "AnyOf", "Blocks", "Carry", "Choice", "Computed", "Constant", "Derived", "Each",
+    "Entries", "FilesDecide", "Flatten", "From", "Fuse", "HFClass", "Ignore", "Items", "Layout", "Linear", "Merged",
     "ModelSpec", "Nested", "NoBiases", "Relayout", "Rename", "Renamed", "Repeat", "Section", "Sub", "Switch", "T",
-    "Tensor", "TextModel", "override", "section", "within",
+    "Tensor", "TextModel", "override", "per_layer", "section", "within",
 ]

@@ -88,7 +88,9 @@ def import_hf(hf_config: dict, tensors: Iterable[tuple[str, torch.Tensor]], form
     CoverageError at once for an unknown, repeated or mis-shaped tensor, one of another layout than its layer's, or a
     tied copy that differs (naming both), or parts of one tensor of different dtypes or devices, and at the end for
     missing ones; ConfigError for a config weightport cannot convert, or a wrapper format (its carried parts are
-    not held in memory)."""
+    not held in memory). A config that leaves a value to the checkpoint's files (`ModelSpec.decided_by_files`:
+    Mistral 3's tie in transformers 4's layout, decided by whether an `lm_head` is among the tensors) is refused
+    too, naming the key to set: a stream cannot tell up front whether a tensor will come."""
     spec = families.load(format or families.detect(hf_config))
     native = api.import_config(spec, hf_config)[1]
     bindings, absent, inventory = _bindings(native, spec)

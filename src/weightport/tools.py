@@ -58,7 +58,7 @@ def inspect(path: str | Path) -> dict:
         else:
             try:
                 spec = families.load(info["format"])
-                kept = api.hf_carried_tensors(spec, api.import_config(spec, config)[1], path) or {}
+                kept = api.hf_carried_tensors(spec, api.import_config(spec, config, tensors)[1], path) or {}
             except WeightportError:
                 kept = {}
         info["carried_tensors"] = {part: [sum(1 for n in kept if n.startswith(part + ".")),

@@ -98,3 +98,29 @@ def test_fast_llm_exports_weightports_native_to_the_same_model(name, imported):
     root, results = imported
     assert results[f"{name}/export"] is None, f"Fast-LLM could not export:\n{results[f'{name}/export']}"
     assert_same_tensors(tensors(root / name / "exported"), tensors(root / name / "hf"), upcast=True)
+
+
+def test_fast_llm_reads_pixtral_heads_as_weightport_does(tmp_path):
+    """Pixtral's heads are hidden_size / num_attention_heads wide for Fast-LLM's importer too: where the vision
+    config leaves the sizes to PixtralVisionConfig's defaults (the Pixtral-12B config as transformers' test gives it,
+    less the stray keys Fast-LLM refuses), and where its head_dim is another width (8-wide heads, head_dim 16)."""
+    from test_hf_classes import fixture
+    from test_published import published, write_wrapper
+
+    defaults = published("pixtral-12b-class-defaults") | {"torch_dtype": "float32"}
+    for sub in ("vision_config", "text_config"):  # keys PixtralVisionConfig and MistralConfig do not define
+        defaults[sub] = {k: v for k, v in defaults[sub].items() if k not in ("is_composition", "tie_word_embeddings")}
+    other = fixture("llava")
+    other["vision_config"]["head_dim"] = 16
+    jobs = {}
+    for name, config in (("defaults", defaults), ("head_dim", other)):
+        write_wrapper(tmp_path / name / "hf", config)
+        jobs[name] = import_args(tmp_path / name / "hf", tmp_path / name / "fast_llm", "llava", "multimodal")
+    results = convert_all(jobs, tmp_path)
+    for name, width in (("defaults", 64), ("head_dim", 8)):
+        assert results[name] is None, f"Fast-LLM could not import {name}:\n{results[name]}"
+        weightport.convert(tmp_path / name / "hf", tmp_path / name / "ours")
+        ours, theirs = native_meta(tmp_path / name / "ours"), native_meta(tmp_path / name / "fast_llm")
+        assert_written_like(ours["config"]["base_model"], theirs["config"]["base_model"])
+        assert ours["config"]["base_model"]["vision_encoder"]["encoder"]["block"]["mixer"]["head_size"] == width
+        assert_same_tensors(tensors(tmp_path / name / "ours"), tensors(tmp_path / name / "fast_llm"))

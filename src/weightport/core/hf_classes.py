@@ -73,10 +73,13 @@ class Merged:
 @dataclass(frozen=True, slots=True)
 class Sub:
     """A sub-config (`text_config`, `vision_config`), whose class is chosen by its `model_type` (`default` when the
-    sub-config names none). A type without a class here is left as it is (its rules refuse it)."""
+    sub-config names none). A type without a class here is left as it is (its rules refuse it). An absent (or null)
+    sub-config is made of the `default` class with the keys in `absent` (in the canonical layout), as transformers'
+    `SubConfigSpec.init_kwargs` make it; a sub-config that config.json gives takes only its class's defaults."""
 
     classes: Mapping[str, HFClass]
     default: str
+    absent: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ class HFClass:
             elif isinstance(default, Sub):
                 sub = out.get(key)
                 if sub is None:
-                    sub = {"model_type": default.default}
+                    sub = {"model_type": default.default, **copy.deepcopy(dict(default.absent))}
                 kind = sub.get("model_type", default.default)
                 out[key] = default.classes[kind].fill({"model_type": kind, **sub}, prefix + (key,)) \
                     if kind in default.classes else sub

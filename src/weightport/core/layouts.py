@@ -88,16 +88,14 @@ def _full_layers(config: dict) -> list[int]:
     return [i for i, kind in enumerate(config.get("layer_types") or []) if kind == "full_attention"]
 
 
-# Gemma4TextConfig's head_dim when config.json has none (transformers 5.24 models/gemma4/configuration_gemma4.py)
-_HEAD_DIM = 256
-
-
-def _per_layer_to_flat(config: dict) -> dict:
+def _per_layer_to_flat(config: dict, defaults: Callable[[dict], dict]) -> dict:
     """transformers 5.15+ writes, for each full-attention layer, only the sizes that differ from the sliding layers'
-    (`{}` when none does); the flat layout names them all."""
+    (`{}` when none does); the flat layout names them all. `layer_types` and `head_dim` that config.json leaves out
+    are the class's (`defaults`), as transformers reads them."""
     out = dict(config)
     overrides = {int(k): v for k, v in (out.pop("per_layer_config") or {}).items()}
-    full = _full_layers(out)
+    filled = defaults(out)
+    full = _full_layers(filled)
     distinct = {repr(sorted(v.items())) for v in overrides.values()}
     if (overrides and set(overrides) != set(full)) or len(distinct) > 1:
         raise ConfigError(
@@ -108,28 +106,35 @@ def _per_layer_to_flat(config: dict) -> dict:
     if unknown:
         raise ConfigError(f"config.json: per_layer_config overrides {unknown}, which weightport cannot convert")
     out.update({_OVERRIDES[k]: v for k, v in override.items()})
-    out.setdefault("global_head_dim", out.get("head_dim", _HEAD_DIM))
+    out.setdefault("global_head_dim", filled["head_dim"])
     if out.get("attention_k_eq_v") and "num_key_value_heads" in out:
         out.setdefault("num_global_key_value_heads", out["num_key_value_heads"])
     return out
 
 
-def _flat_to_per_layer(config: dict) -> dict:
+def _flat_to_per_layer(config: dict, defaults: Callable[[dict], dict]) -> dict:
     out = dict(config)
+    filled = defaults(out)
     override = {}
     head_dim = out.pop("global_head_dim", None)
-    if head_dim is not None and head_dim != out.get("head_dim", _HEAD_DIM):
+    if head_dim is not None and head_dim != filled["head_dim"]:
         override["head_dim"] = head_dim
     heads = out.pop("num_global_key_value_heads", None)
     if heads is not None and out.get("attention_k_eq_v") and heads != out.get("num_key_value_heads"):
         override["num_key_value_heads"] = heads
-    width = len(str(max(len(out.get("layer_types") or []) - 1, 0)))
-    out["per_layer_config"] = {str(i).zfill(width): dict(override) for i in _full_layers(out)} if override else {}
+    full = _full_layers(filled)
+    width = len(str(max(len(filled.get("layer_types") or []) - 1, 0)))
+    out["per_layer_config"] = {str(i).zfill(width): dict(override) for i in full} if override else {}
     return out
 
 
-PER_LAYER = Relayout("transformers5.15", detect=lambda c: "per_layer_config" in c,
-                     to_canonical=_per_layer_to_flat, from_canonical=_flat_to_per_layer)
+def per_layer(defaults: Callable[[dict], dict]) -> Relayout:
+    """Gemma 4's `per_layer_config` layout (transformers 5.15+) <-> the flat one (`global_head_dim`,
+    `num_global_key_value_heads`); `defaults(config)` is the config with the text config class's defaults filled
+    (`HFClass.fill`), for the keys the layout reads that config.json may leave out (`layer_types`, `head_dim`)."""
+    return Relayout("transformers5.15", detect=lambda c: "per_layer_config" in c,
+                    to_canonical=lambda c: _per_layer_to_flat(c, defaults),
+                    from_canonical=lambda c: _flat_to_per_layer(c, defaults))
 
 
 def within(key: str, relayout: Relayout) -> Relayout:
@@ -164,5 +169,5 @@ def equivalent(layout: str, other: str, canonical: tuple[str, ...]) -> bool:
     return layout == other or (layout in canonical and other in canonical)
 
 
-__all__ = ["CANONICAL", "NAMES", "PER_LAYER", "ROTARY_V4", "VERSIONS", "Relayout", "equivalent", "normalize",
-           "within", "write_layout"]
+__all__ = ["CANONICAL", "NAMES", "ROTARY_V4", "VERSIONS", "Relayout", "equivalent", "normalize",
+           "per_layer", "within", "write_layout"]

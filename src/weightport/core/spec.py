@@ -1,9 +1,11 @@
-"""`ModelSpec`: one family's declaration (HF names, config rules, weight rules), and `extend` for variants."""
+"""`ModelSpec`: one family's declaration (HF names, config rules, weight rules), and `extend` for variants;
+`FilesDecide`: a config value that the checkpoint's files decide where config.json leaves it open."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from weightport.core.config_rules import Constant
 from weightport.core.hf_classes import HFClass
@@ -64,6 +66,24 @@ def section(rules: tuple, key: str) -> tuple:
 
 
 @dataclass(frozen=True)
+class FilesDecide:
+    """An HF config key (`hf`, dotted, in the rules' layout) that a config.json in one of `layouts` may leave to a
+    default that transformers versions read differently: where the layout's conversion leaves it out, the checkpoint's
+    files decide. It is `present` where they hold the HF tensor of native tensor `tensor` (in any HF naming the
+    weight rules give it), else `absent`. Mistral 3's `tie_word_embeddings` in transformers 4's layout: transformers
+    4 tied by the text config's key (default false), transformers 5 by the top-level one (default true), and
+    transformers 5's save_pretrained writes no `lm_head` of a model it reads as tied; an `lm_head` in the files means
+    untied."""
+
+    hf: str
+    tensor: str
+    present: Any
+    absent: Any
+    layouts: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A family: its format name, HF `model_type` and `architectures`, native model type, and rule tables."""
 
@@ -85,6 +105,8 @@ class ModelSpec:
     # that tell this format apart, None standing for an absent key; `families.detect` picks the format whose values
     # the config has.
     detect_by: Mapping[str, tuple] = field(default_factory=dict)
+    # HF keys that a config.json may leave for the checkpoint's files to decide (see `FilesDecide`)
+    decided_by_files: tuple[FilesDecide, ...] = ()
     hf_rules: tuple = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -116,4 +138,5 @@ class ModelSpec:
             canonical=self.canonical,
             hf_class=hf_class or self.hf_class,
             text=self.text,
+            decided_by_files=self.decided_by_files,
         )

@@ -11,8 +11,8 @@ transformers 5.15 and later write the full-layer sizes as `per_layer_config`; bo
 
 from weightport.families import llama
 from weightport.spec import (
-    PER_LAYER, Blocks, Choice, Constant, Derived, Flatten, From, HFClass, Ignore, Layout, Linear, ModelSpec, Nested,
-    NoBiases, Rename, Section, Switch, T, Tensor,
+    Blocks, Choice, Constant, Derived, Flatten, From, HFClass, Ignore, Layout, Linear, ModelSpec, Nested,
+    NoBiases, Rename, Section, Switch, T, Tensor, per_layer,
 )
 
 
@@ -187,6 +187,8 @@ HF_CLASS = HFClass("Gemma4TextConfig", "transformers 5.24.0 models/gemma4/config
     "enable_moe_block": False, "use_double_wide_mlp": False, "num_experts": None, "top_k_experts": None,
     "moe_intermediate_size": None, "global_head_dim": 512, "num_global_key_value_heads": None,
 })
+
+PER_LAYER = per_layer(HF_CLASS.fill)  # transformers 5.15+'s per_layer_config, read with the class's defaults
 
 SPEC = ModelSpec(name="gemma4", model_type="gemma4_text", architecture="Gemma4ForCausalLM", config=CONFIG,
                  weights=WEIGHTS, layouts=(PER_LAYER,), canonical=("transformers5",), hf_class=HF_CLASS)

@@ -9,7 +9,7 @@ is tied to the embeddings by the top-level `tie_word_embeddings` (default true),
 """
 
 from weightport.families import gemma4
-from weightport.spec import PER_LAYER, Carry, HFClass, Ignore, ModelSpec, Renamed, Sub, TextModel, within
+from weightport.spec import Carry, HFClass, Ignore, ModelSpec, Renamed, Sub, TextModel, within
 
 TOKENS = ("boi_token_id", "eoi_token_id", "image_token_id", "video_token_id", "boa_token_id", "eoa_token_index",
           "audio_token_id")
@@ -34,5 +34,5 @@ HF_CLASS = HFClass("Gemma4Config", "transformers 5.24.0 models/gemma4/configurat
 })
 
 SPEC = ModelSpec(name="gemma4_vlm", model_type="gemma4", architecture="Gemma4ForConditionalGeneration",
-                 config=CONFIG, weights=WEIGHTS, layouts=(within("text_config", PER_LAYER),),
+                 config=CONFIG, weights=WEIGHTS, layouts=(within("text_config", gemma4.PER_LAYER),),
                  canonical=gemma4.SPEC.canonical, hf_class=HF_CLASS, text=("text_config", "gemma4"))

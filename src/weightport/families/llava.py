@@ -29,13 +29,27 @@ def _rms(path: str) -> tuple:
             Constant(False, native=f"{path}.zero_centered"))
 
 
+def pixtral_head_size(hf: dict) -> int:
+    """The width of Pixtral's attention heads: hidden_size / num_attention_heads. PixtralAttention sizes its
+    projections (hidden_size x hidden_size) and splits its heads so whatever `head_dim` says (transformers 5.25 and
+    4.57 models/pixtral/modeling_pixtral.py), and Fast-LLM's Pixtral importer reads head_size so. `head_dim` sizes
+    only the rotary: PixtralVisionConfig derives it from the same two keys where config.json has none (and transformers
+    4 overwrote a given one with it); transformers 5 keeps a given one, and a model whose head_dim is another width
+    fails in its forward pass (the rotary cannot apply to its heads), so it is read as transformers 4 read it, and
+    the value is kept and written back."""
+    if hf["hidden_size"] % hf["num_attention_heads"]:
+        raise ValueError("Pixtral's attention needs hidden_size to be a multiple of num_attention_heads")
+    return hf["hidden_size"] // hf["num_attention_heads"]
+
+
 VISION_BLOCK = (
     Constant("decoder", native="type"),
     Nested("mixer", "", (
         Constant("attention", native="type"),
         Rename("heads", "num_attention_heads"),
         Rename("head_groups", "num_attention_heads"),
-        Rename("head_size", "head_dim", default=llama.default_head_size),
+        Derived("head_size", pixtral_head_size, hf="head_dim",
+                reason="Pixtral's heads are hidden_size / num_attention_heads wide, whatever head_dim says"),
         Constant(False, native="add_linear_biases"),
         *NoBiases(*UNSET),
         Rename("dropout", "attention_dropout", default=0.0),
