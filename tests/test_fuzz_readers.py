@@ -24,10 +24,10 @@ For every generated input, every call runs under `guarded`, which asserts:
    uses. RLIMIT_DATA counts only private writable memory, costs nothing per call and stops the runaway at once.
 
 The runs are derandomized (the same examples every time). Each failure hypothesis found is pinned, minimized, in a
-table of known failures (HEADER_FAILURES, CONFIG_FAILURES, METADATA_FAILURES, NATIVE_FAILURES; ids H*, C*, M*, N*):
-as an `@example` of the test that found it, and as its own case of a `test_known_*_failure` test, so that each fix
-shows on its own (`-k N6`). While a pinned example fails, hypothesis reports it without generating more: fix it, and
-the test goes on to generate. `python -m pytest tests/test_fuzz_readers.py --hypothesis-show-statistics` shows how
+table of the failures it found (HEADER_FAILURES, CONFIG_FAILURES, METADATA_FAILURES, NATIVE_FAILURES; ids H*, C*,
+M*, N*; all fixed for issue 23): as an `@example` of the test that found it, and as its own case of a
+`test_known_*_failure` test, so that a regression shows on its own (`-k N6`). While a pinned example fails,
+hypothesis reports it without generating more: fix it, and the test goes on to generate. `python -m pytest tests/test_fuzz_readers.py --hypothesis-show-statistics` shows how
 many examples ran and, as events, how many calls accepted or refused their input.
 """
 
@@ -288,7 +288,7 @@ def with_length(header: bytes) -> bytes:
 
 
 def pinned(argument: str, *inputs: object) -> Callable:
-    """Pin `inputs` (known failures, from the tables below) as @examples of a hypothesis test's `argument`."""
+    """Pin `inputs` (failures found, from the tables below) as @examples of a hypothesis test's `argument`."""
     def pin(test: Callable) -> Callable:
         for value in reversed(inputs):
             test = example(**{argument: value})(test)
@@ -297,7 +297,7 @@ def pinned(argument: str, *inputs: object) -> Callable:
 
 
 ONE_BYTE = b'"dtype":"U8","shape":[1],"data_offsets":[0,1]'
-# Known failures of read_header (found by the tests below, minimized): files it accepts and the reference refuses.
+# Failures of read_header found by the tests below (minimized, fixed): files it accepted and the reference refuses.
 HEADER_FAILURES = {
     "H1-data-past-the-last-tensor": with_length(b"{}") + b"\x00",
     "H1-data-before-the-first-tensor": with_length(b'{"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}') + b"\0\0",
@@ -856,11 +856,15 @@ def expected_metadata(text: str) -> dict | None:
     tag is constructed, an impossible date, an integer of over 4300 digits or a nesting too deep is an error); a
     mapping whose `config` and `metadata` are mappings; `format` fast_llm or absent; a `fast_llm_version` whose first
     three dotted parts are integers, at least 0.3.0; `config.base_model` a mapping; `metadata.state_index` a non-empty
-    mapping of names to file names (strings); `metadata.weightport`, if set, a mapping. Returns the parsed document,
-    or None where the text must be refused."""
+    mapping of names to file names (strings); `metadata.weightport`, if set, a mapping whose `format` and
+    `hf_layout` are strings, `hf_config` a mapping and `carried_tensors` a list of file names inside the folder; at
+    most 100,000 values once aliases are expanded (no alias bomb, no document holding itself). Returns the parsed
+    document, or None where the text must be refused."""
     try:
         doc = yaml.safe_load(text)
     except (yaml.YAMLError, ValueError, RecursionError):
+        return None
+    if expanded_values(doc) > 100_000:  # an alias bomb, or a document that holds itself (infinite)
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         return None
@@ -872,7 +876,42 @@ def expected_metadata(text: str) -> dict | None:
     index = metadata.get("state_index")
     if not isinstance(index, dict) or not index or not all(isinstance(v, str) for v in index.values()):
         return None
-    return doc if isinstance(metadata.get("weightport") or {}, dict) else None
+    extras = metadata.get("weightport")
+    if extras is None:
+        return doc
+    if not isinstance(extras, dict):
+        return None
+    kinds = {"format": str, "hf_layout": str, "hf_config": dict, "carried_tensors": list}
+    if any(extras.get(key) is not None and not isinstance(extras[key], kind) for key, kind in kinds.items()):
+        return None
+    return doc if all(a_file_inside(name) for name in extras.get("carried_tensors") or []) else None
+
+
+def expanded_values(doc: object) -> float:
+    """How many values (mappings, lists and scalars) a YAML document holds once its aliases are expanded: shared
+    nodes are counted once per place they appear; a node inside itself counts as infinitely many."""
+    counted: dict[int, float] = {}
+
+    def count(node: object, inside: frozenset) -> float:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) in inside:
+            return math.inf
+        if id(node) not in counted:
+            children = node.values() if isinstance(node, dict) else node
+            counted[id(node)] = 1 + sum(count(child, inside | {id(node)}) for child in children)
+        return counted[id(node)]
+
+    try:
+        return count(doc, frozenset())
+    except RecursionError:
+        return math.inf
+
+
+def a_file_inside(name: object) -> bool:
+    """A relative file name with no empty, `.` or `..` part and no backslash or NUL: it names a file in the folder."""
+    return (isinstance(name, str) and bool(name) and "\\" not in name and "\0" not in name
+            and all(part not in ("", ".", "..") for part in name.split("/")))
 
 
 def read_yaml(folder: Path, text: str) -> dict | None:
@@ -894,7 +933,7 @@ def test_the_valid_metadata_is_accepted_as_it_is(folder):
     assert read_metadata(folder) == yaml.safe_load(VALID_METADATA) == expected_metadata(VALID_METADATA)
 
 
-# Known failures of read_metadata (found by the test below): alias bombs that it writes out.
+# Failures of read_metadata found by the test below (fixed): alias bombs that it wrote out.
 METADATA_FAILURES = {
     f"M1-an-alias-bomb-as-{key}": render_yaml(put(yaml.safe_load(VALID_METADATA), (key,), Bomb()), Path("/"))
     for key in ("fast_llm_version", "format")
@@ -1035,7 +1074,7 @@ def test_the_valid_folders_are_accepted(models):
         assert all(result is not None for result in run_api(folder, 0))
 
 
-# Known failures through an HF folder (found by the test below, minimized): edits of its config.json.
+# Failures through an HF folder found by the test below (minimized, fixed): edits of its config.json.
 CONFIG_FAILURES = {
     "C1-an-integer-of-4301-digits": ("set", ("num_hidden_layers",), HUGE),
     "C2-a-list-where-a-rule-looks-a-value-up": ("set", ("hidden_act",), []),
@@ -1148,7 +1187,7 @@ def metadata_text(models: Models, edit: tuple) -> str:
 
 
 WEIGHTPORT = ("metadata", "weightport")
-# Known failures through a native folder (found by the test below, minimized): edits of its metadata.yaml.
+# Failures through a native folder found by the test below (minimized, fixed): edits of its metadata.yaml.
 NATIVE_FAILURES = {
     "N1-carried-tensors-outside": (WEIGHTPORT + ("carried_tensors",), ["../../x.safetensors"]),
     "N1-carried-tensors-absolute": (WEIGHTPORT + ("carried_tensors",), [BAIT]),

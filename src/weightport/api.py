@@ -209,7 +209,7 @@ def not_restored(spec: ModelSpec, original: dict | None, exported: dict, layout:
     if original is not None:
         original = _in_layout(spec, original, layout)
         return [dotted(p) for p, v in leaves(original).items()
-                if p[0] not in ("dtype", "torch_dtype") and get(exported, p) != v]
+                if p and p[0] not in ("dtype", "torch_dtype") and get(exported, p) != v]
     own = _written(spec, config, layout, complete=False)
     found = []
     for path in leaves(exported):
@@ -234,7 +234,7 @@ def _try(config: dict, same: Callable[[dict], bool], change: Callable[[dict], No
     trial = copy.deepcopy(config)
     try:
         change(trial)
-    except (AttributeError, TypeError):
+    except (AttributeError, TypeError, IndexError):  # a key of a recorded config.json that cannot be set back
         return config
     return trial if same(trial) else config
 
@@ -278,7 +278,7 @@ def open_origin(path: str | Path, format: str | None = None) -> Origin:
     if (path / native_ckpt.METADATA).is_file():
         meta = native_ckpt.read_metadata(path)
         extras = meta["metadata"].get("weightport") or {}
-        if not isinstance(extras.get("hf_config"), dict) or not extras.get("format"):
+        if not isinstance(extras.get("hf_config"), dict) or not extras["hf_config"] or not extras.get("format"):
             raise ConfigError(f"--origin {path}: this native checkpoint records no HF model (Fast-LLM keeps no "
                               "weightport metadata when it saves); name the original HF folder, or the native folder "
                               "weightport wrote when it imported it")
@@ -503,7 +503,7 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
             opened = Checkpoint("native", path, spec, explicit, config, tensors, origin.hf_config, origin.hf_layout,
                                 notes, origin.carried, origin, origin.carried_tensors)
         else:
-            opened = Checkpoint("native", path, spec, explicit, config, tensors, extras.get("hf_config"),
+            opened = Checkpoint("native", path, spec, explicit, config, tensors, extras.get("hf_config") or None,
                                 _recorded_layout(extras, spec, path), notes, carried_files(path / CARRIED_FOLDER),
                                 carried_tensors=native_carried_tensors(path, extras))
         if text_only:

@@ -6,6 +6,13 @@ the message without a traceback; library users catch `WeightportError`.
 
 from __future__ import annotations
 
+import reprlib
+
+_SHOWN = reprlib.Repr()
+for _limit, _value in dict(maxlevel=3, maxdict=6, maxlist=6, maxtuple=6, maxset=6, maxstring=80, maxlong=40,
+                           maxother=80).items():
+    setattr(_SHOWN, _limit, _value)
+
 
 class WeightportError(Exception):
     """Base class of every error weightport raises on purpose."""
@@ -29,6 +36,12 @@ class CoverageError(WeightportError):
 
 class OutputError(WeightportError):
     """The destination cannot be written (it exists, or the file system refused)."""
+
+
+def shown(value: object) -> str:
+    """A value as a message writes it: its repr, cut short (a list of a million entries, a number of thousands of
+    digits, a YAML alias bomb expanded: a few dozen characters)."""
+    return _SHOWN.repr(value)
 
 
 def report(title: str, problems: list[str], hint: str | None = None, limit: int = 40) -> str:

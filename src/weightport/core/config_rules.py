@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weightport.core.paths import MISSING, Path, dotted, get, join, leaves, put
-from weightport.errors import ConfigError, SpecError, report
+from weightport.errors import ConfigError, SpecError, report, shown
 
 
 @dataclass
@@ -103,9 +103,10 @@ class Rename(Rule):
                 run.problems.append(f"missing key {dotted(path)!r}, and no default could be derived: {err!r}")
                 return
         elif self.values is not None:
-            if value not in self.values:
+            if not _in(value, self.values):
                 run.problems.append(
-                    f"{dotted(path)} = {value!r} is not supported (supported: {', '.join(map(str, self.values))})")
+                    f"{dotted(path)} = {shown(value)} is not supported (supported: "
+                    f"{', '.join(map(str, self.values))})")
                 return
             value = self.values[value]
         if self.unset is MISSING or value != self.unset:
@@ -453,6 +454,14 @@ class Layout(Rule):
             run.native_subtrees.update(base + ("blocks", u) for u in set(sequence["blocks"]) - set(exported))
 
 
+def _in(value: Any, table: Mapping) -> bool:
+    """Whether a config value is a key of `table` (a list or a mapping, which cannot be one, is not)."""
+    try:
+        return value in table
+    except TypeError:
+        return False
+
+
 def _names(spelled: Any) -> tuple:
     return spelled if isinstance(spelled, tuple) else (spelled,)
 
@@ -506,7 +515,7 @@ def from_hf(rules: tuple, hf: dict, family: str, metadata_keys: frozenset[str],
         if outside is not None:
             kept += [outside] if outside not in kept else []
         else:
-            run.unknown.append(f"unknown key {dotted(path)!r} (value {value!r})")
+            run.unknown.append(f"unknown key {dotted(path)!r} (value {shown(value)})")
     if run.problems or run.unknown:
         hints = []
         if run.unknown:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from weightport.errors import ConfigError, shown
+
 # transformers' own patterns (dynamic_module_utils.get_relative_imports)
 _RELATIVE = re.compile(r"^\s*import\s+\.(\S+)\s*$|^\s*from\s+\.(\S+)\s+import", re.MULTILINE)
 
@@ -19,7 +21,10 @@ def modules(config: dict) -> list[str]:
     """The module files (`modeling_x.py`) that a config.json's `auto_map` names, in order. Classes kept in another
     Hub repository (`org/repo--module.Class`) need no file here."""
     files = []
-    for value in (config.get("auto_map") or {}).values():
+    auto_map = config.get("auto_map") or {}
+    if not isinstance(auto_map, dict):
+        raise ConfigError(f"config.json auto_map = {shown(auto_map)} should map class names to modules; fix it")
+    for value in auto_map.values():
         for reference in value if isinstance(value, list) else [value]:  # AutoTokenizer maps to [slow, fast]
             if isinstance(reference, str) and "." in reference and "--" not in reference:
                 files.append(reference.rsplit(".", 1)[0] + ".py")

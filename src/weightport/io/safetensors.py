@@ -29,7 +29,7 @@ from typing import Callable, Collection, Iterator, Sequence
 import numpy as np
 
 from weightport.core import dtypes
-from weightport.errors import CoverageError, FormatError, OutputError, WeightportError, report
+from weightport.errors import CoverageError, FormatError, OutputError, WeightportError, report, shown
 
 DTYPE_SIZES: dict[str, int] = dtypes.SIZES
 PICKLE_REFUSED = ("pytorch_model.bin files are never read, because loading them runs pickle: convert them to "
@@ -94,6 +94,31 @@ def _unique_pairs(pairs: list[tuple[str, object]]) -> dict:
     return seen
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _integer(text: str) -> int | float:
+    """A JSON integer as the reference reader takes it for a shape or an offset: a negative one (`-0` too) is not
+    an unsigned integer, so it becomes a float, which the checks below refuse."""
+    return float(text) if text.startswith("-") else int(text)
+
+
+_LIMIT = 2**64  # shapes, offsets and sizes are 64-bit unsigned integers in the format (and the reference reader)
+
+
+def _checked_size(dtype: str, shape: list[int]) -> int | None:
+    """Bytes of a tensor, or None where a dimension, a partial product or the size does not fit in 64 bits (the
+    reference reader multiplies with overflow checks, left to right)."""
+    count = 1
+    for d in shape:
+        count *= d
+        if d >= _LIMIT or count >= _LIMIT:
+            return None
+    size = count * DTYPE_SIZES[dtype]
+    return size if size < _LIMIT else None
+
+
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Tensor infos and the __metadata__ dict of one .safetensors file, validated as strictly as the reference reader
     (the `safetensors` package) validates it: a JSON object naming each key once, a known dtype, a shape of
@@ -110,7 +135,8 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
             raise FormatError(f"{path}: header length {n} is invalid for a {size}-byte file; {hint}")
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_pairs)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_pairs, parse_constant=_no_constant,
+                            parse_int=_integer)
     except _Duplicate as e:
         raise FormatError(f"{path}: the header names {e.key!r} twice (the reference safetensors reader refuses such a "
                           "file; a reader that keeps one of them reads another model); re-export or re-download it "
@@ -119,9 +145,16 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         raise FormatError(f"{path}: header is not valid UTF-8 JSON ({e}); {hint}") from None
     if not isinstance(header, dict):
         raise FormatError(f"{path}: header is not a JSON object; {hint}")
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise FormatError(f"{path}: __metadata__ must map strings to strings; {hint}")
+    for text in [*header, *metadata, *metadata.values()]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FormatError(f"{path}: the header holds {text!r}, which is not valid UTF-8 (a lone surrogate); "
+                              f"{hint}") from None
     base, data_len = 8 + n, size - 8 - n
     infos: dict[str, TensorInfo] = {}
     for name, entry in header.items():
@@ -132,10 +165,12 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
             raise FormatError(f"{where}: unknown dtype {dtype!r} (supported: {', '.join(DTYPE_SIZES)}); re-export the "
                               f"checkpoint in one of these (quantized formats must be dequantized first)")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise FormatError(f"{where}: shape {shape!r} is not a list of non-negative integers; {hint}")
+            raise FormatError(f"{where}: shape {shown(shape)} is not a list of non-negative integers; {hint}")
+        if _checked_size(dtype, shape) is None:
+            raise FormatError(f"{where}: shape {shown(shape)} of {dtype} holds more than 2**64 bytes; {hint}")
         if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
                 or not 0 <= offsets[0] <= offsets[1] <= data_len):
-            raise FormatError(f"{where}: data_offsets {offsets!r} out of range for {data_len} data bytes; {hint}")
+            raise FormatError(f"{where}: data_offsets {shown(offsets)} out of range for {data_len} data bytes; {hint}")
         if offsets[1] - offsets[0] != _nbytes(dtype, shape):
             raise FormatError(f"{where}: data_offsets {offsets!r} span {offsets[1] - offsets[0]} bytes but "
                               f"{dtype} {shape} needs {_nbytes(dtype, shape)}; {hint}")

@@ -22,8 +22,9 @@ from weightport.io.safetensors import inside
 
 FAST_LLM_VERSION = "0.4.0"
 # The most values a metadata.yaml may hold once its aliases are expanded. A real one holds a few thousand (the
-# config, one state_index entry per tensor, the recorded config.json); a few aliases nested can stand for billions.
-MAX_VALUES = 1_000_000
+# config, one state_index entry per tensor: about 1,800 for a 405B Llama, the recorded config.json); a few aliases
+# nested can stand for billions.
+MAX_VALUES = 100_000
 METADATA = "metadata.yaml"
 SHARD = "weights"
 

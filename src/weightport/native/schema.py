@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from weightport.core.paths import Path, dotted
-from weightport.errors import ConfigError
+from weightport.errors import ConfigError, shown
 from weightport.native.checkpoint import FAST_LLM_VERSION
 
 
@@ -230,9 +230,12 @@ def _resolve(kind: str, value: Any, path: Path, only: tuple[str, ...]) -> Any:
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise ConfigError(f"native config: {dotted(path)} should be a mapping, got {value!r}")
+        raise ConfigError(f"native config: {dotted(path)} should be a mapping, got {shown(value)}; fix the value")
     spec = KINDS[kind]
     type_name = value.get("type")
+    if type_name is not None and not isinstance(type_name, str):
+        raise ConfigError(f"native config: {dotted(path + ('type',))} = {shown(type_name)} should be a type name; fix "
+                          "the value")
     if not spec.typed:
         if type_name is not None:
             raise ConfigError(f"native config: {dotted(path + ('type',))} = {type_name!r}, but a {kind} config has "
@@ -339,7 +342,7 @@ class FieldTypeError(ConfigError):
     def __init__(self, path: Path, value: Any, expected: str):
         self.path, self.value, self.expected = path, value, expected
         self.shown = f"a {len(str(value))}-digit number" if isinstance(value, int) and abs(value) > 10**30 \
-            else repr(value)
+            else shown(value)
         super().__init__(f"native config: {dotted(path)} = {self.shown} should be {expected}; fix the value")
 
 
