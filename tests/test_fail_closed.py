@@ -479,7 +479,8 @@ CASES: dict[str, Case] = {
                                           dst_name="d" * 256),
     # 17: check gives convert's verdict on a tied copy that differs
     "check_of_a_tied_copy_that_differs": Case("hf", tied_with_another_lm_head,
-                                              ("lm_head.weight differs from model.embed_tokens.weight",), command="check"),
+                                              ("lm_head.weight differs from model.embed_tokens.weight",),
+                                              command="check"),
     # 18: a model type no format reads, with and without --format
     "unsupported_model_type": Case("hf", set_config(model_type="gpt2"), ("'gpt2'", "does not convert", "llama")),
     "unsupported_model_type_with_format": Case("hf", set_config(model_type="gpt2"),

@@ -143,13 +143,29 @@ def test_a_signal_mid_run_stops_the_command_and_leaves_nothing(hf, tmp_path, sig
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]),
            "WEIGHTPORT_TEST_SIGNAL_AT": f"6:{int(signum)}:{hf}", "PYTHONWARNINGS": "ignore"}
     run = subprocess.run([sys.executable, "-m", "weightport", "convert", str(hf), str(dst), "--workers",
-                          str(workers)], capture_output=True, text=True, env=env, timeout=600)
+                          str(workers)], capture_output=True, text=True, env=env, timeout=600,
+                         preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL))  # as in a terminal, not nohup
     assert run.returncode == 128 + signum, run.stderr
     assert f"stopped by {signal.Signals(signum).name}; nothing was written" in run.stderr
     assert "Traceback" not in run.stderr
     assert not dst.exists() and not leftovers(tmp_path)
     rerun = cli("convert", hf, dst)  # the hook is not on this one's path: it converts
     assert "wrote" in rerun.stdout
+
+
+def test_under_nohup_a_sighup_is_ignored_and_the_conversion_completes(hf, tmp_path):
+    """`nohup` starts the command with SIGHUP ignored, so that it outlives its terminal: it stays ignored."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    dst = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]),
+           "WEIGHTPORT_TEST_SIGNAL_AT": f"6:{int(signal.SIGHUP)}:{hf}", "PYTHONWARNINGS": "ignore"}
+    run = subprocess.run([sys.executable, "-m", "weightport", "convert", str(hf), str(dst)], capture_output=True,
+                         text=True, env=env, timeout=600,
+                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert run.returncode == 0, run.stderr
+    assert "wrote" in run.stdout and (dst / "metadata.yaml").is_file() and not leftovers(tmp_path)
 
 
 def test_a_conversion_removes_the_temporary_folders_of_killed_runs_and_says_so(hf, tmp_path):

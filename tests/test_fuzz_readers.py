@@ -27,8 +27,9 @@ The runs are derandomized (the same examples every time). Each failure hypothesi
 table of the failures it found (HEADER_FAILURES, CONFIG_FAILURES, METADATA_FAILURES, NATIVE_FAILURES; ids H*, C*,
 M*, N*; all fixed for issue 23): as an `@example` of the test that found it, and as its own case of a
 `test_known_*_failure` test, so that a regression shows on its own (`-k N6`). While a pinned example fails,
-hypothesis reports it without generating more: fix it, and the test goes on to generate. `python -m pytest tests/test_fuzz_readers.py --hypothesis-show-statistics` shows how
-many examples ran and, as events, how many calls accepted or refused their input.
+hypothesis reports it without generating more: fix it, and the test goes on to generate.
+`python -m pytest tests/test_fuzz_readers.py --hypothesis-show-statistics` shows how many examples ran and, as
+events, how many calls accepted or refused their input.
 """
 
 from __future__ import annotations

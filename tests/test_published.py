@@ -145,8 +145,8 @@ def test_a_mistral3_config_json_without_a_tie_is_tied_as_its_files_are(tmp_path)
     """Issue 23 input 16: Mistral Small 3.1's config.json (transformers 4 layout, no tie_word_embeddings anywhere)
     beside the weights transformers 5 saves from it, which reads it as tied and writes no lm_head. transformers 4 would
     read it as untied; where the two read a config otherwise, the files decide. The checkpoint converts by the command
-    (plan, check, convert; inspect counts its carried parts), comes back bit for bit with its config.json as it was, gives transformers' logits, and the
-    export converts to the same native model again."""
+    (plan, check, convert; inspect counts its carried parts), comes back bit for bit with its config.json as it was,
+    gives transformers' logits, and the export converts to the same native model again."""
     config = published("mistral-small-3.1-24b-instruct-2503")
     source = write_wrapper(tmp_path / "hf", config)
     assert "tie_word_embeddings" not in json.dumps(config) and not any("lm_head" in n for n in tensors(source))

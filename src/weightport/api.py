@@ -298,8 +298,8 @@ def _recorded_layout(extras: dict, spec: ModelSpec, path: Path) -> str:
     """The config.json layout a native checkpoint records (its format's default where it records none)."""
     layout = extras.get("hf_layout") or spec.hf_layout
     if layout not in layouts.NAMES:
-        raise ConfigError(f"{path}: metadata.weightport.hf_layout = {layout!r} is not a config.json layout (supported: "
-                          f"{', '.join(layouts.NAMES)}); fix the entry or remove it")
+        raise ConfigError(f"{path}: metadata.weightport.hf_layout = {layout!r} is not a config.json layout "
+                          f"(supported: {', '.join(layouts.NAMES)}); fix the entry or remove it")
     return layout
 
 
@@ -996,6 +996,6 @@ def _cleaned_note(plan: Plan, cleaned: list[Path]) -> Plan:
         f"{', '.join(p.name for p in cleaned)}",))
 
 
-__all__ = ["Checkpoint", "Origin", "check", "convert", "describing_formats", "export_config", "import_config", "not_restored",
-           "open_checkpoint", "open_origin", "plan", "text_model"]
+__all__ = ["Checkpoint", "Origin", "check", "convert", "describing_formats", "export_config", "import_config",
+           "not_restored", "open_checkpoint", "open_origin", "plan", "text_model"]
 

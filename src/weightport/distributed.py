@@ -190,7 +190,8 @@ class Stopped(SystemExit):
 def stop_on_signals(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
     """While the block runs (in the main thread), SIGTERM and SIGHUP raise `Stopped`, so that a process stopped from
     outside (a scheduler, torchrun stopping a job because another process failed, a closed terminal) removes what it
-    wrote on its way out. Elsewhere than in the main thread it does nothing."""
+    wrote on its way out. A signal the process ignores stays ignored (`nohup` ignores SIGHUP: the run goes on when
+    the terminal closes). Elsewhere than in the main thread it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -198,7 +199,8 @@ def stop_on_signals(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) 
     def stop(signum: int, frame: object) -> None:
         raise Stopped(signum)
 
-    previous = {signum: signal.signal(signum, stop) for signum in signums}
+    previous = {signum: signal.signal(signum, stop) for signum in signums
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         yield
     finally:

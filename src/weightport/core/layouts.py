@@ -36,8 +36,8 @@ def _rotary_to_v5(config: dict) -> dict:
     out = dict(config)
     scaling = out.pop("rope_scaling", None) or {}
     if not isinstance(scaling, dict):
-        raise ConfigError(f"config.json: rope_scaling must be an object or null, got {scaling!r}; transformers refuses "
-                          "this config: fix the value")
+        raise ConfigError(f"config.json: rope_scaling must be an object or null, got {scaling!r}; transformers "
+                          "refuses this config: fix the value")
     params = dict(scaling)
     if "type" in params and "rope_type" not in params:
         params["rope_type"] = params.pop("type")

@@ -70,8 +70,8 @@ def model_types() -> list[str]:
 
 def unsupported(model_type: object) -> ConfigError:
     """The error for a config.json of a model type that no format reads."""
-    return ConfigError(f"config.json has model_type {model_type!r}, which weightport does not convert (no format reads "
-                       f"it, so --format cannot help); supported model types: {', '.join(model_types())}. "
+    return ConfigError(f"config.json has model_type {model_type!r}, which weightport does not convert (no format "
+                       f"reads it, so --format cannot help); supported model types: {', '.join(model_types())}. "
                        "`weightport formats` lists the formats; report the model type if you need it")
 
 

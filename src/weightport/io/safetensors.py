@@ -321,8 +321,8 @@ _MAP_ABOVE = 64 * 2**20  # tensors above this size are viewed through a memory m
 
 def _shrunk(info: TensorInfo, size: int) -> FormatError:
     return FormatError(f"{info.file}: the file shrank to {size} bytes while it was being converted (tensor "
-                       f"{info.name!r} needs bytes up to {info.end}); nothing was written: convert again once the file "
-                       "is complete (is another program writing it?)")
+                       f"{info.name!r} needs bytes up to {info.end}); nothing was written: convert again once the "
+                       "file is complete (is another program writing it?)")
 
 
 class Mappings:

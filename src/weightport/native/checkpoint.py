@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from weightport.errors import FormatError
+from weightport.errors import FormatError, shown
 from weightport.io.safetensors import inside
 
 FAST_LLM_VERSION = "0.4.0"
@@ -54,7 +54,7 @@ def read_metadata(folder: Path) -> dict[str, Any]:
         raise FormatError(f"{path}: the top level must be a mapping; {hint}")
     for key in ("config", "metadata"):
         if not isinstance(meta.get(key), dict):
-            raise FormatError(f"{path}: `{key}` must be a mapping, got {meta.get(key)!r}; {hint}")
+            raise FormatError(f"{path}: `{key}` must be a mapping, got {shown(meta.get(key))}; {hint}")
     if meta.get("format", "fast_llm") == "distributed":
         raise FormatError(
             f"{path}: this is Fast-LLM's `distributed` format (resumable training state: flat shards without tensor "
@@ -63,10 +63,10 @@ def read_metadata(folder: Path) -> dict[str, Any]:
             "output.format=fast_llm use_cpu=True`; or use the `fast_llm` export a training run writes with "
             "`training.export.format=fast_llm`")
     if meta.get("format", "fast_llm") != "fast_llm":
-        raise FormatError(f"{path}: format is {meta.get('format')!r}; only the `fast_llm` format can be converted")
+        raise FormatError(f"{path}: format is {shown(meta.get('format'))}; only the `fast_llm` format can be converted")
     version = _version(meta.get("fast_llm_version"))
     if not version or version < (0, 3, 0):
-        raise FormatError(f"{path}: fast_llm_version {meta.get('fast_llm_version')!r} is older than 0.3.0 or "
+        raise FormatError(f"{path}: fast_llm_version {shown(meta.get('fast_llm_version'))} is older than 0.3.0 or "
                           "missing; re-save the checkpoint with a newer Fast-LLM")
     if not isinstance(meta["config"].get("base_model"), dict):
         raise FormatError(f"{path}: config.base_model is missing; {hint}")
@@ -125,15 +125,16 @@ def _check_weightport(extras: Any, path: Path) -> None:
     if extras is None:
         return
     if not isinstance(extras, dict):
-        raise FormatError(f"{path}: metadata.weightport must be a mapping, got {extras!r}; {hint}")
+        raise FormatError(f"{path}: metadata.weightport must be a mapping, got {shown(extras)}; {hint}")
     for key, (types, what) in _WEIGHTPORT.items():
         value = extras.get(key)
         if value is not None and not isinstance(value, types):
-            raise FormatError(f"{path}: metadata.weightport.{key} should be {what}, got {value!r}; {hint}")
+            raise FormatError(f"{path}: metadata.weightport.{key} should be {what}, got {shown(value)}; {hint}")
     for name in extras.get("carried_tensors") or []:
         if not inside(name):
-            raise FormatError(f"{path}: metadata.weightport.carried_tensors names {name!r}, which is not a file inside "
-                              f"the checkpoint's hf_files/ folder; a checkpoint may only name its own files; {hint}")
+            raise FormatError(f"{path}: metadata.weightport.carried_tensors names {shown(name)}, which is not a "
+                              f"file inside the checkpoint's hf_files/ folder; a checkpoint may only name its own "
+                              f"files; {hint}")
 
 
 def model_type(meta: dict[str, Any]) -> str:
