@@ -352,6 +352,14 @@ def yaml_alias_bomb(src: Path) -> None:
     (src / "metadata.yaml").write_text(text.replace("hf_config: BOMB", "hf_config: {" + ", ".join(levels) + "}"))
 
 
+def unrecorded_with_blocks(count: int) -> Callable[[Path], None]:
+    """A native checkpoint as Fast-LLM saves it (no metadata.weightport), with `count` blocks."""
+    def change(meta: dict) -> None:
+        meta["config"]["base_model"]["decoder"]["num_blocks"] = count
+        del meta["metadata"]["weightport"]
+    return lambda src: edit_yaml(src / "metadata.yaml", change)
+
+
 def set_weightport(**values: object) -> Callable[[Path], None]:
     return lambda src: edit_yaml(src / "metadata.yaml", lambda m: m["metadata"]["weightport"].update(values))
 
@@ -457,6 +465,10 @@ CASES: dict[str, Case] = {
     "native_num_blocks_a_million": Case("native", set_num_blocks(10**6), ("decoder.num_blocks = 1000000",)),
     "native_num_blocks_of_401_digits": Case("native", set_num_blocks(10**400),
                                             ("decoder.num_blocks = a 401-digit number",)),
+    "native_blocks_beyond_the_files_inspect": Case("native", unrecorded_with_blocks(100_000),
+                                                   ("100,000 blocks", "only 17 tensors"), command="inspect"),
+    "native_blocks_beyond_the_files_convert": Case("native", unrecorded_with_blocks(100_000),
+                                                   ("100,000 blocks", "only 17 tensors")),
     "config_integer_of_4400_digits": Case("hf", config_integer_of_digits(4400), ("config.json", "4300 digits")),
     "config_integer_of_4400_digits_check": Case("hf", config_integer_of_digits(4400), ("config.json", "4300 digits"),
                                                 command="check"),

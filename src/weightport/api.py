@@ -465,7 +465,7 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
         headers = functools.cache(lambda: safetensors.read_checkpoint(path))  # read first where the files decide
         explicit, config, layout, kept = _import_config(spec, raw, headers)
         tensors = headers()
-        _check_fits(config, len(tensors), path)
+        check_fits(config, len(tensors), path)
         notes = _value_notes(spec, raw, config, layout)
         if kept:
             notes.append(f"config.json: {len(kept)} key(s) that the {spec.hf_class.name} class does not define, so "
@@ -482,8 +482,7 @@ def open_checkpoint(path: str | Path, format: str | None = None, *, origin: str 
             text_only = True  # another format than the recorded wrapper's: its text model alone
         chosen = None if text_only and (wrapper or origin is not None) else format
         infos = safetensors.read_files(native_ckpt.weight_files(path, meta))
-        if native_ckpt.model_type(meta) in KINDS:  # before export_target, which expands every block
-            _check_fits(resolve(native_ckpt.model_type(meta), explicit), len(infos), path)
+        check_native_fits(meta, len(infos), path)  # before export_target, which expands every block
         spec, config, origin = export_target({"base_model": explicit, "type": native_ckpt.model_type(meta)}, chosen,
                                              origin, recorded=recorded, where=str(path))
         index = meta["metadata"]["state_index"]
@@ -534,14 +533,22 @@ def not_a_checkpoint(path: Path, what: str = "") -> FormatError:
                        "point to a checkpoint folder")
 
 
-def _check_fits(config: dict, tensors: int, path: Path) -> None:
+def check_fits(config: dict, tensors: int, path: Path) -> None:
     """Raise ConfigError if a resolved native config has more blocks than the files have tensors (each block holds
-    at least one): a count no file can hold, refused before a plan spends time and memory on it."""
+    at least one): a count no file can hold, refused before a plan (or a search for the formats that can describe
+    it) spends time and memory on it."""
     positions = block_positions(config)
     if positions > tensors:
         raise ConfigError(f"{path}: the config describes {positions:,} blocks, but the files hold only {tensors:,} "
                           "tensors (a block has at least one): fix the block count (num_hidden_layers, or "
                           "decoder.num_blocks natively)")
+
+
+def check_native_fits(meta: dict, tensors: int, path: Path) -> None:
+    """`check_fits` for a native checkpoint's metadata (one of a model type weightport does not know is left to the
+    error that names it)."""
+    if native_ckpt.model_type(meta) in KINDS:
+        check_fits(resolve(native_ckpt.model_type(meta), meta["config"]["base_model"]), tensors, path)
 
 
 def _open(source: str | Path | Checkpoint, format: str | None, origin: str | Path | Origin | None,

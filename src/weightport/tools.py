@@ -43,6 +43,7 @@ def inspect(path: str | Path) -> dict:
         infos = safetensors.read_files(native_ckpt.weight_files(path, meta))
         tensors = {k.partition("/")[0]: v for k, v in infos.items() if k.partition("/")[2] == native_ckpt.SHARD}
         extras = meta["metadata"].get("weightport") or {}
+        api.check_native_fits(meta, len(infos), path)
         if not extras.get("format"):
             info["formats"] = api.describing_formats(native_ckpt.model_type(meta), meta["config"]["base_model"])
         info |= {"side": "native", "format": extras.get("format"), "native_model": native_ckpt.model_type(meta),
